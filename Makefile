@@ -1,0 +1,29 @@
+# The README's commands. Each installs what it needs on a fresh machine (uv via pip if absent, then
+# `uv sync --frozen` against uv.lock); repeated runs reuse the environment.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+PYTEST_WORKERS ?= 2
+
+.PHONY: setup demo test test-all lint bench clean
+
+setup: .venv/.synced
+
+.venv/.synced: pyproject.toml uv.lock $(wildcard packages/*/pyproject.toml)
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv
+	$(UV) sync --frozen
+	@touch $@
+
+demo: setup
+	$(UV) run --frozen --no-sync nft demo
+
+test: setup
+	$(UV) run --frozen --no-sync pytest -n $(PYTEST_WORKERS) -m "not slow and not gpu" tests
+
+test-all: setup
+	$(UV) run --frozen --no-sync pytest -n $(PYTEST_WORKERS) tests
+
+lint: setup
+	$(UV) run --frozen --no-sync ruff check packages tests benchmarks
+
+clean:
+	rm -rf .venv .pytest_cache .hypothesis

@@ -1,0 +1,63 @@
+"""Augmentations for tensor inputs with class targets (the generic classification case).
+
+Each follows the :class:`~nft_core.contracts.Augmentation` contract: random parameters are drawn once per
+call from the given ``torch.Generator`` and applied to the whole batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .contracts import MixedTarget
+
+__all__ = ["MixUp", "NoAugmentation", "sample_beta", "mix_permutation"]
+
+
+def sample_beta(generator: torch.Generator, a: float, b: float | None = None) -> float:
+    """One draw from Beta(a, b) (b defaults to a) using only ``generator``."""
+    b = a if b is None else b
+    if a == 1.0 and b == 1.0:  # Beta(1, 1) is uniform
+        return float(torch.rand((), generator=generator))
+    seed = int(torch.randint(0, 2**62, (), generator=generator))
+    return float(np.random.default_rng(seed).beta(a, b))
+
+
+def mix_permutation(n: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.randperm(n, generator=generator)
+
+
+class MixUp:
+    """MixUp (Zhang et al., ICLR 2018): ``x̃ = λx_i + (1−λ)x_j``, ``ỹ = λy_i + (1−λ)y_j``, λ ~ Beta(α, α),
+    one λ per batch. NFT's default augmentation (α = 1 in the authors' code).
+
+    Input batch: ``(x, y, *rest)`` with ``x`` a float tensor ``(B, ...)`` and ``y`` class ids ``(B,)`` or
+    soft targets ``(B, C)``. Output: ``(x̃, MixedTarget(y, y[perm], λ), *rest)``.
+    """
+
+    def __init__(self, alpha: float = 1.0):
+        if alpha <= 0:
+            raise ValueError(f"MixUp alpha must be > 0, got {alpha}")
+        self.alpha = alpha
+
+    def __call__(self, batch: Any, generator: torch.Generator) -> Any:
+        x, y, *rest = batch
+        lam = sample_beta(generator, self.alpha)
+        perm = mix_permutation(x.shape[0], generator).to(x.device)
+        x_mixed = x.mul(lam).add_(x[perm], alpha=1 - lam)
+        return (x_mixed, MixedTarget(y, y[perm], lam), *rest)
+
+    def __repr__(self) -> str:
+        return f"MixUp(alpha={self.alpha})"
+
+
+class NoAugmentation:
+    """Identity (for ablations: NFT without MixUp)."""
+
+    def __call__(self, batch: Any, generator: torch.Generator) -> Any:
+        return batch
+
+    def __repr__(self) -> str:
+        return "NoAugmentation()"

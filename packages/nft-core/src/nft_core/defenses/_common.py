@@ -1,0 +1,324 @@
+"""Plumbing shared by the baseline defenses: setup/teardown of a working copy, clean-data metrics,
+fine-tuning loops, layer discovery by trace, feature hooks, and input perturbations.
+
+Everything here sees only the model, the clean validation ``data`` and the task adapter.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..adapters import model_device
+from ..data import BatchSource, iterate_batches
+from ..errors import UnsupportedError
+from ..masks import _HANDLERS, LayerHandler, NeuronMasks, _bcast, _trace
+
+__all__ = [
+    "Setup", "finish", "clean_metric", "mean_loss", "finetune", "conv_layers", "feature_layers",
+    "FeatureHooks", "InputPerturbation", "NoisyMasks", "project_l2",
+]
+
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+_ACTS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.Tanh, nn.Sigmoid, nn.Hardswish,
+         nn.Mish, nn.PReLU, nn.SELU, nn.CELU, nn.Softplus)
+
+
+class Setup:
+    """A deep copy of ``model`` on the device, a seeded generator, a batch source over ``data`` and one
+    example input (for tracing)."""
+
+    def __init__(self, model: nn.Module, data: Any, adapter: Any, *, batch_size: int, seed: int,
+                 device: str | None = None):
+        self.device = torch.device(device) if device else model_device(model)
+        self.work = copy.deepcopy(model).to(self.device)
+        for p in self.work.parameters():
+            p.requires_grad_(True)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.source = BatchSource(data, batch_size, collate=adapter.collate, to_device=adapter.to_device,
+                                  device=self.device, generator=self.gen)
+        self.example = adapter.example_input(
+            adapter.to_device(adapter.collate([data[0], data[min(1, len(data) - 1)]]), self.device))
+
+
+def finish(purified: nn.Module, model: nn.Module) -> nn.Module:
+    """Remove stray hooks' effects are the caller's job; here: copy requires_grad flags and the training
+    flag of the input model onto the purified one."""
+    for p, q in zip(purified.parameters(), model.parameters()):
+        p.requires_grad_(q.requires_grad)
+    purified.train(model.training)
+    return purified
+
+
+def clean_metric(adapter: Any, model: nn.Module, data: Any) -> float:
+    """The task's clean metric on ``data`` (``acc`` if present, else the first value ``evaluate`` gives)."""
+    was = model.training
+    try:
+        m = adapter.evaluate(model, data)
+    finally:
+        model.train(was)
+    for k in ("acc", "accuracy", "mAP", "map", "bleu"):
+        if k in m:
+            return float(m[k])
+    return float(next(iter(m.values())))
+
+
+def _batch_len(x: Any) -> int:
+    if isinstance(x, Tensor):
+        return int(x.shape[0]) if x.ndim else 1
+    if isinstance(x, dict):
+        return _batch_len(next(iter(x.values())))
+    if isinstance(x, (tuple, list)) and x:
+        return _batch_len(x[0])
+    return 1
+
+
+@torch.no_grad()
+def mean_loss(adapter: Any, model: nn.Module, data: Any, device, batch_size: int = 256) -> float:
+    """Mean of ``adapter.loss`` over every sample of ``data`` once (model in eval mode)."""
+    was = model.training
+    model.eval()
+    total, n = 0.0, 0
+    try:
+        for batch in iterate_batches(data, batch_size, adapter.collate, adapter.to_device, device):
+            k = _batch_len(adapter.example_input(batch))
+            total += float(adapter.loss(model, batch)) * k
+            n += k
+    finally:
+        model.train(was)
+    return total / max(n, 1)
+
+
+def cosine_lr(opt: torch.optim.Optimizer, base: float, step: int, total: int) -> float:
+    lr = 0.5 * base * (1 + math.cos(math.pi * step / max(total, 1)))
+    for g in opt.param_groups:
+        g["lr"] = lr
+    return lr
+
+
+def finetune(
+    work: nn.Module, source: BatchSource, adapter: Any, *, epochs: int, lr: float, momentum: float = 0.9,
+    weight_decay: float = 5e-4, params: Sequence[Tensor] | None = None,
+    extra_loss: Callable[[Any, Tensor], Tensor] | None = None, history: list | None = None, stage: int = 0,
+    after_step: Callable[[], None] | None = None, cosine: bool = True,
+) -> None:
+    """SGD fine-tuning on clean batches (train mode, cosine decay to 0 over all steps).
+    ``extra_loss(batch, loss)`` adds a term (e.g. attention distillation) after the task loss."""
+    params = [p for p in (params if params is not None else work.parameters()) if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    spe = source.steps_per_epoch
+    total, step = epochs * spe, 0
+    work.train()
+    for epoch in range(epochs):
+        s, e = 0.0, 0.0
+        cur = lr
+        for _ in range(spe):
+            if cosine:
+                cur = cosine_lr(opt, lr, step, total)
+            batch = source.next()
+            loss = adapter.loss(work, batch)
+            obj = loss
+            if extra_loss is not None:
+                extra = extra_loss(batch, loss)
+                obj = loss + extra
+                e += float(extra.detach())
+            opt.zero_grad(set_to_none=True)
+            obj.backward()
+            opt.step()
+            if after_step is not None:
+                after_step()
+            s += float(loss.detach())
+            step += 1
+        if history is not None:
+            row = {"stage": float(stage), "epoch": float(epoch + 1), "loss": s / spe, "lr": cur}
+            if extra_loss is not None:
+                row["extra_loss"] = e / spe
+            history.append(row)
+
+
+# ------------------------------------------------------------------ layers
+def _leaf_order(model: nn.Module, example: Any) -> list[str]:
+    """Names of leaf modules in order of their first call on ``example``."""
+    from ..masks import call_model
+
+    order: list[str] = []
+    handles = []
+    for name, mod in model.named_modules():
+        if name and not any(True for _ in mod.children()):
+            def post(m, a, o, name=name):
+                if name not in order:
+                    order.append(name)
+            handles.append(mod.register_forward_hook(post))
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            call_model(model, example)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was)
+    return order
+
+
+def conv_layers(model: nn.Module, example: Any) -> list[str]:
+    """Convolution layers in forward order; without any, the hidden linear layers (all but the last)."""
+    mods = dict(model.named_modules())
+    order = _leaf_order(model, example)
+    convs = [n for n in order if isinstance(mods[n], nn.modules.conv._ConvNd)]
+    if convs:
+        return convs
+    lins = [n for n in order if isinstance(mods[n], nn.Linear)]
+    if len(lins) > 1:
+        return lins[:-1]
+    raise UnsupportedError("no convolution or hidden linear layer found; name the feature layers explicitly")
+
+
+def feature_layers(model: nn.Module, example: Any, n: int = 1) -> list[str]:
+    """The modules giving the post-activation features of the last ``n`` conv (or hidden linear) layers:
+    from each such layer, step over a directly following normalization and activation in forward order."""
+    mods = dict(model.named_modules())
+    order = _leaf_order(model, example)
+    out = []
+    for name in conv_layers(model, example)[-n:]:
+        i = order.index(name)
+        j = i
+        while j + 1 < len(order) and isinstance(mods[order[j + 1]], _NORMS + _ACTS):
+            j += 1
+            if isinstance(mods[order[j]], _ACTS):
+                break
+        out.append(order[j])
+    return out
+
+
+def bn_for(model: nn.Module, example: Any, name: str) -> str:
+    """The BatchNorm fed directly by conv ``name`` (the mask site under ``placement="bn"``), else ``name``."""
+    _, feeds = _trace(model, example, dict(_HANDLERS))
+    for bn, conv in feeds.items():
+        if conv == name:
+            return bn
+    return name
+
+
+class FeatureHooks:
+    """Capture the output of named modules on every forward call (the last call wins)."""
+
+    def __init__(self, model: nn.Module, names: Sequence[str]):
+        mods = dict(model.named_modules())
+        missing = [n for n in names if n not in mods]
+        if missing:
+            raise UnsupportedError(f"feature layers not found in the model: {missing}")
+        self.names = list(names)
+        self.out: dict[str, Tensor] = {}
+        self.handles = [mods[n].register_forward_hook(self._hook(n)) for n in names]
+
+    def _hook(self, name):
+        def hook(mod, args, out):
+            if isinstance(out, (tuple, list)):
+                out = out[0]
+            self.out[name] = out
+        return hook
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+
+# ------------------------------------------------------------- perturbations
+def l2_ascent_step(delta: Tensor, step: float, radius: float) -> None:
+    """One L2-PGD ascent step on ``delta`` (its ``.grad`` holds the gradient of the loss to maximise):
+    ``δ ← Π_{‖δ‖₂≤radius}(δ + step·g/‖g‖₂)``. Normalising the gradient keeps the step meaningful on a
+    model that is already confident (tiny loss gradients)."""
+    with torch.no_grad():
+        g = delta.grad
+        if g is not None:
+            delta.add_(g, alpha=step / (float(g.norm()) + 1e-12))
+            delta.grad = None
+    project_l2(delta, radius)
+
+
+def project_l2(delta: Tensor, radius: float) -> None:
+    with torch.no_grad():
+        norm = delta.norm()
+        if norm > radius:
+            delta.mul_(radius / norm)
+
+
+class InputPerturbation:
+    """A universal additive input perturbation ``x + δ`` applied by a forward pre-hook on the model's
+    first positional input. Needs continuous (floating point) tensor inputs."""
+
+    def __init__(self, model: nn.Module, example: Any, method: str):
+        if not isinstance(example, Tensor):
+            raise UnsupportedError(f"{method} needs a single tensor model input; got {type(example).__name__}")
+        if not example.is_floating_point():
+            raise UnsupportedError(
+                f"{method} perturbs continuous inputs and cannot apply to {example.dtype} inputs "
+                "(discrete tokens or indices)")
+        self.delta = torch.zeros(example.shape[1:], device=example.device, requires_grad=True)
+        self.active = False
+        self.handle = model.register_forward_pre_hook(self._pre)
+
+    def _pre(self, mod, args):
+        if self.active and args:
+            return (args[0] + self.delta.to(args[0].dtype),) + tuple(args[1:])
+        return None
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
+def is_output_scaling(h: LayerHandler) -> bool:
+    return type(h).install is LayerHandler.install
+
+
+class NoisyMasks:
+    """:class:`NeuronMasks` plus ANP's multiplicative neuron noise: an output-scaling site computes
+    ``(m + δ)·(W x) + (1 + ξ)·b`` while ``perturbed`` is on (``b``: bias or BN β). Sites of
+    weight-swapping layers (RNN, attention) get the mask only."""
+
+    def __init__(self, model: nn.Module, example: Any, **kw):
+        self.nm = NeuronMasks(model, example, **kw)
+        self.nm.remove()
+        self.perturbed = False
+        dev = next(iter(self.nm.masks.values())).device
+        self.noise_w = {s.key: torch.zeros(self.nm.masks[s.key].shape, device=dev, requires_grad=True)
+                        for s in self.nm.sites}
+        self.noise_b = {s.key: torch.zeros(self.nm.masks[s.key].shape, device=dev, requires_grad=True)
+                        for s in self.nm.sites}
+        for site in self.nm.sites:
+            if is_output_scaling(site.handler):
+                site.hooks = [site.module.register_forward_hook(self._hook(site))]
+            else:
+                site.hooks = site.handler.install(site.module, lambda k=site.key: self.nm.masks[k])
+
+    def _hook(self, site):
+        h, key = site.handler, site.key
+
+        def hook(mod, args, out):
+            m = self.nm.masks[key]
+            if not self.perturbed:
+                return h.scale_output(mod, out, m)
+            dim = h.channel_dim(mod, out) % out.ndim
+            cw = _bcast((m + self.noise_w[key]).to(out.dtype), out.ndim, dim)
+            b = h.bias(mod)
+            if b is None:
+                return out * cw
+            bb = _bcast(b, out.ndim, dim).to(out.dtype)
+            return cw * (out - bb) + _bcast((1 + self.noise_b[key]) * b, out.ndim, dim).to(out.dtype)
+
+        return hook
+
+    def noise(self) -> list[Tensor]:
+        return [*self.noise_w.values(), *self.noise_b.values()]
+
+    @torch.no_grad()
+    def reset_noise(self, eps: float, generator: torch.Generator) -> None:
+        for t in self.noise():
+            t.copy_((torch.rand(t.shape, generator=generator) * 2 - 1).mul_(eps).to(t.device))

@@ -1,0 +1,115 @@
+"""The shared ``purify`` pipeline every task CLI ends with.
+
+model + validation data + evaluation data + adapter + defense -> evaluate before -> purify -> evaluate
+after -> a run directory (written atomically) holding ``purified.safetensors``, ``masks.safetensors``,
+``report.json``, ``report.md``, ``mask_heatmap.png``, ``history.png`` and ``config.resolved.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .adapters import model_device
+from .checkpoint import save_model, save_state_dict
+from .contracts import Augmentation, Defense, PurifyResult, TaskAdapter
+from .errors import NFTInputError
+from .runs import run_directory, write_report
+
+__all__ = ["build_defense", "purify_and_report"]
+
+
+def build_defense(name: str, options: dict[str, Any] | None = None, augmentation: Augmentation | None = None,
+                  eval_data: Any = None) -> Defense:
+    """A defense from its CLI name (``nft``, ``ft``, ``anp`` …) and keyword options."""
+    from .defenses import DEFENSES
+    from .nft import NFT
+    from .schedules import Schedule
+
+    if name not in DEFENSES:
+        raise NFTInputError(f"unknown defense {name!r}; choose from {', '.join(DEFENSES)}")
+    options = dict(options or {})
+    cls = DEFENSES[name]
+    if cls is NFT:
+        if isinstance(options.get("schedule"), dict):
+            options["schedule"] = Schedule(**options["schedule"])
+        return NFT(augmentation=augmentation, eval_data=eval_data, **options)
+    try:
+        return cls(**options)
+    except TypeError as e:
+        raise NFTInputError(f"defense {name}: {e}") from e
+
+
+def purify_and_report(
+    *,
+    task: str,
+    model: nn.Module,
+    val_data: Any,
+    eval_data: Any,
+    adapter: TaskAdapter,
+    defense: Defense,
+    out: str | os.PathLike | None,
+    config: Any = None,
+    attack: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run ``defense`` and write the run directory ``out`` (skipped when ``out`` is None).
+
+    Returns the report dict (``before``, ``after``, ``wall_time``, ``history``, ``info`` …).
+    """
+    before = adapter.evaluate(model, eval_data)
+    t0 = time.perf_counter()
+    result: PurifyResult = defense.purify(model, val_data, adapter)
+    after = adapter.evaluate(result.model, eval_data)
+    cfg = config
+    if dataclasses.is_dataclass(cfg):
+        cfg = dataclasses.asdict(cfg)
+    recipe = None
+    if getattr(defense, "name", "") == "nft":
+        c = defense.config
+        recipe = "paper (shrink 0)" if not c.shrink else f"NFT+ (shrink {c.shrink:g}, guard {c.guard})"
+    report = {
+        "task": task,
+        "attack": attack,
+        "defense": getattr(defense, "name", type(defense).__name__),
+        "recipe": recipe,
+        "before": before,
+        "after": after,
+        "wall_time": result.wall_time,
+        "total_time": time.perf_counter() - t0,
+        "validation_samples": len(val_data),
+        "history": result.history,
+        "info": result.info,
+        "config": cfg,
+        "environment": {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "device": str(model_device(result.model)),
+        },
+        **(extra or {}),
+    }
+    if out is not None:
+        with run_directory(out) as d:
+            _write_run(Path(d), result, report, config)
+    return report
+
+
+def _write_run(d: Path, result: PurifyResult, report: dict[str, Any], config: Any) -> None:
+    from .config import dump_config
+    from .plots import history_plot, mask_heatmap
+
+    save_model(result.model, d / "purified.safetensors", metadata={"task": str(report["task"])})
+    if result.masks:
+        save_state_dict(result.masks, d / "masks.safetensors")
+        mask_heatmap(result.masks, d / "mask_heatmap.png")
+    history_plot(result.history, ["asr", "acc", "map", "bleu", "loss"], d / "history.png")
+    write_report(d, report)
+    if config is not None:
+        dump_config(config, d / "config.resolved.py")

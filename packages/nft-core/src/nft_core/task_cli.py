@@ -1,0 +1,92 @@
+"""The skeleton every task CLI shares: the verbs ``attack | purify | evaluate | bench``, configs, errors.
+
+A task package subclasses :class:`TaskCLI`, sets ``prog``, ``config_cls`` (a dataclass), ``configs_dir``
+(bundled configs, found by name) and implements the four verbs. This module does the parsing, config
+loading and validation (``--cfg``, ``--cfg-options``), the common flags, logging and the exit codes:
+bad input -> one line on stderr, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from .cli_common import add_common_args, cli_entry, make_parser, setup_logging
+from .config import load_config, to_dataclass
+from .errors import ConfigError
+
+__all__ = ["TaskCLI"]
+
+log = logging.getLogger("nft")
+
+
+class TaskCLI:
+    prog: str = "nft-task"
+    description: str = ""
+    config_cls: type = object
+    configs_dir: Path | None = None
+    verbs = ("attack", "purify", "evaluate", "bench")
+
+    # -- to implement ------------------------------------------------------
+    def add_verb_args(self, verb: str, p: argparse.ArgumentParser) -> None:
+        """Extra flags per verb (e.g. ``--defense`` for purify)."""
+
+    def attack(self, cfg: Any, args: argparse.Namespace) -> int:
+        raise NotImplementedError
+
+    def purify(self, cfg: Any, args: argparse.Namespace) -> int:
+        raise NotImplementedError
+
+    def evaluate(self, cfg: Any, args: argparse.Namespace) -> int:
+        raise NotImplementedError
+
+    def bench(self, cfg: Any, args: argparse.Namespace) -> int:
+        raise NotImplementedError
+
+    # -- shared ------------------------------------------------------------
+    def resolve_config_path(self, name: str | None) -> str | None:
+        """``--cfg`` as a path, or the name of a bundled config (``voc07`` or ``voc07.py``)."""
+        if name is None:
+            return None
+        p = Path(name)
+        if p.exists():
+            return str(p)
+        if self.configs_dir is not None:
+            for cand in (self.configs_dir / name, self.configs_dir / f"{name}.py"):
+                if cand.exists():
+                    return str(cand)
+            known = sorted(q.stem for q in self.configs_dir.glob("*.py") if not q.name.startswith("_"))
+            raise ConfigError(f"{name}: config not found (not a file, nor a bundled config: {', '.join(known)})")
+        raise ConfigError(f"{name}: config file not found")
+
+    def load(self, args: argparse.Namespace) -> Any:
+        path = self.resolve_config_path(args.cfg)
+        base = dataclasses.asdict(self.config_cls()) if path is None else None
+        data = load_config(path, args.cfg_options, base=base)
+        cfg = to_dataclass(self.config_cls, data, data.get("_source_", "<config>"))
+        for key in ("seed", "device"):
+            if getattr(args, key, None) is not None and hasattr(cfg, key):
+                setattr(cfg, key, getattr(args, key))
+        return cfg
+
+    def parser(self) -> argparse.ArgumentParser:
+        p = make_parser(self.prog, self.description)
+        sub = p.add_subparsers(dest="verb", required=True)
+        for verb in self.verbs:
+            doc = (getattr(type(self), verb).__doc__ or "").strip().splitlines()
+            sp = sub.add_parser(verb, help=doc[0] if doc else verb)
+            add_common_args(sp)
+            self.add_verb_args(verb, sp)
+        return p
+
+    def run(self, argv=None) -> int:
+        args = self.parser().parse_args(argv)
+        setup_logging(args.quiet)
+        cfg = self.load(args)
+        return int(getattr(self, args.verb)(cfg, args) or 0)
+
+    def main(self, argv=None) -> int:
+        return cli_entry(self.run, argv)

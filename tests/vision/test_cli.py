@@ -1,0 +1,153 @@
+"""nft-vision end to end at tiny scale (in-process; the same code path as the console script)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nft_core.checkpoint import load_checkpoint_into, save_model
+from nft_vision.cli import main
+from nft_vision.models import SmallCNN
+
+TINY = ["train.epochs=2", "model.width=4", "defense.options.epochs=2", "data.image_size=16"]
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NFT_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def test_default_purify_writes_run_directory(cache, capsys):
+    out = cache / "run"
+    assert main(["purify", "--quiet", "--out", str(out), "--cfg-options", *TINY]) == 0
+    files = {p.name for p in out.iterdir()}
+    assert {"purified.safetensors", "masks.safetensors", "report.json", "report.md", "config.resolved.py"} <= files
+    rep = json.loads((out / "report.json").read_text())
+    assert {"acc", "asr", "lcr"} <= set(rep["before"]) and rep["recipe"].startswith("NFT+")
+    assert "| asr |" in capsys.readouterr().out
+    # second run hits the cache (no retraining) and gives the same model before purification
+    assert main(["purify", "--quiet", "--out", str(cache / "run2"), "--cfg-options", *TINY]) == 0
+    rep2 = json.loads((cache / "run2" / "report.json").read_text())
+    assert rep2["before"] == rep["before"]
+
+
+def test_paper_recipe_and_baseline_defense(cache):
+    assert main(["purify", "--quiet", "--out", str(cache / "paper"), "--cfg-options", *TINY,
+                 "defense.recipe=paper"]) == 0
+    assert json.loads((cache / "paper" / "report.json").read_text())["recipe"] == "paper (shrink 0)"
+    assert main(["purify", "--quiet", "--defense", "ft", "--out", str(cache / "ft"), "--cfg-options",
+                 "train.epochs=2", "model.width=4", "data.image_size=16", "defense.options={'epochs': 1}"]) == 0
+    assert json.loads((cache / "ft" / "report.json").read_text())["defense"] == "ft"
+
+
+def _npz(path, x, y):
+    np.savez(path, x=(x.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8), y=y.numpy())
+
+
+def test_purify_a_third_party_model(cache):
+    """A model nobody in this project wrote: callable + checkpoint + npz data -> purified checkpoint."""
+    g = torch.Generator().manual_seed(0)
+    model = SmallCNN(num_classes=3, width=4)
+    ckpt = cache / "suspect.safetensors"
+    save_model(model, ckpt)
+    x = torch.rand(30, 3, 16, 16, generator=g)
+    y = torch.arange(30) % 3
+    for name in ("val", "test", "poisoned"):
+        _npz(cache / f"{name}.npz", x, y)
+    out = cache / "mine"
+    code = main(["purify", "--quiet", "--model", "nft_vision.models:SmallCNN", "--checkpoint", str(ckpt),
+                 "--val", str(cache / "val.npz"), "--test", str(cache / "test.npz"), "--poisoned",
+                 str(cache / "poisoned.npz"), "--target", "0", "--out", str(out), "--cfg-options",
+                 "model.kwargs={'width': 4}", "data.image_size=16", "defense.options={'epochs': 2}"])
+    assert code == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert {"acc", "asr"} <= set(rep["before"]) and {"acc", "asr"} <= set(rep["after"])
+    fresh = SmallCNN(num_classes=3, width=4)
+    load_checkpoint_into(fresh, out / "purified.safetensors")  # loads into the same callable's model
+
+
+@pytest.mark.parametrize("case", ["mismatch", "classes", "missing_class", "target", "unknown_key", "bad_type",
+                                  "empty_folder", "non_image", "pickle"])
+def test_bad_input_exit_2_one_line_no_run_dir(cache, capsys, case):
+    g = torch.Generator().manual_seed(0)
+    ckpt = cache / "m.safetensors"
+    save_model(SmallCNN(num_classes=3, width=4), ckpt)
+    x = torch.rand(12, 3, 16, 16, generator=g)
+    y = torch.arange(12) % 3
+    _npz(cache / "val.npz", x, y)
+    _npz(cache / "test.npz", x, y)
+    args = ["--model", "nft_vision.models:SmallCNN", "--checkpoint", str(ckpt), "--val", str(cache / "val.npz"),
+            "--test", str(cache / "test.npz"), "--target", "0"]
+    opts = ["model.kwargs={'width': 4}", "data.image_size=16"]
+    expect = ""
+    if case == "mismatch":
+        save_model(SmallCNN(num_classes=3, width=8), ckpt)
+        expect = "shape mismatch"
+    elif case == "classes":
+        opts.append("data.num_classes=5")
+        expect = "no sample of class 3"
+    elif case == "missing_class":
+        _npz(cache / "val.npz", x[y != 2], y[y != 2])
+        _npz(cache / "test.npz", x, y)
+        opts.append("data.num_classes=3")
+        expect = "no sample of class 2"
+    elif case == "target":
+        args[-1] = "7"
+        args += ["--poisoned", str(cache / "test.npz")]
+        expect = "out of range"
+    elif case == "unknown_key":
+        opts.append("defense.optoins={}")
+        expect = "unknown key 'defense.optoins'"
+    elif case == "bad_type":
+        opts.append("train.epochs='ten'")
+        expect = "expects int"
+    elif case == "empty_folder":
+        (cache / "empty").mkdir()
+        args[args.index("--val") + 1] = str(cache / "empty")
+        expect = "empty"
+    elif case == "non_image":
+        d = cache / "folder" / "cat"
+        d.mkdir(parents=True)
+        (d / "notes.txt").write_text("not an image")
+        args[args.index("--val") + 1] = str(cache / "folder")
+        expect = "notes.txt"
+    elif case == "pickle":
+        torch.save(SmallCNN(num_classes=3, width=4), cache / "whole.pt")
+        args[args.index("--checkpoint") + 1] = str(cache / "whole.pt")
+        expect = "refused"
+    out = cache / "run"
+    code = main(["purify", "--quiet", *args, "--out", str(out), "--cfg-options", *opts])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert len(err) == 1 and err[0].startswith("error: ") and expect in err[0], err
+    assert not out.exists() and not list(cache.glob(".run*"))
+
+
+def test_attack_and_evaluate_verbs(cache, capsys):
+    out = cache / "atk"
+    assert main(["attack", "--quiet", "--out", str(out), "--cfg-options", *TINY, "attack.name=blend"]) == 0
+    files = {p.name for p in out.iterdir()}
+    assert {"model.safetensors", "attack.json", "val.npz", "test.npz", "poisoned_test.npz"} <= files
+    meta = json.loads((out / "attack.json").read_text())
+    assert meta["attack"] == "blend" and "asr" in meta["metrics"]
+    capsys.readouterr()
+    code = main(["evaluate", "--quiet", "--model", "smallcnn", "--checkpoint", str(out / "model.safetensors"),
+                 "--val", str(out / "val.npz"), "--test", str(out / "test.npz"), "--poisoned",
+                 str(out / "poisoned_test.npz"), "--target", "0", "--cfg-options", "model.width=4",
+                 "data.image_size=16"])
+    assert code == 0
+    m = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert abs(m["asr"] - meta["metrics"]["asr"]) < 2.0  # uint8 round trip of the saved sets
+
+
+def test_bench_grid_with_failing_cell(cache):
+    out = cache / "bench"
+    code = main(["bench", "--quiet", "--out", str(out), "--cfg-options", *TINY,
+                 "bench.attacks=['badnets','nonexistent']", "bench.defenses=['nft','ft']",
+                 "bench.defense_options={'ft': {'epochs': 1}}"])
+    assert code == 0
+    md = (out / "results.md").read_text()
+    assert "average drop" in md and "nonexistent × none" in md and "| badnets |" in md
+    assert (out / "results.csv").read_text().count("\n") == 5  # header, badnets none/nft/ft, the error row

@@ -7,11 +7,11 @@ neuron's weight vector, ``w' = m * w`` (NFT paper, Eq. 8); biases are never mask
 How a mask is applied depends on the layer (the *handler*), chosen by a small table keyed by class and
 looked up along the class hierarchy, so subclasses (timm, HF, mmdet layers) just work:
 
-* Conv/ConvTranspose/Linear/Embedding/BatchNorm scale the layer's **output** in a forward hook:
+* Conv/ConvTranspose/Linear/Embedding scale the layer's **output** in a forward hook:
   ``y' = m*y + (1-m)*b``, which equals ``(m*W) x + b`` exactly (``b`` is the bias or BN's β) and costs one
   fused elementwise op instead of re-materialising the weight every step.
-* LSTM/GRU/RNN and MultiheadAttention use their weights inside fused kernels, so their handlers swap in
-  ``m*W`` for the duration of the forward call (``nn.LSTM`` keeps a private ``_flat_weights`` list that a
+* BatchNorm (mask at γ), LSTM/GRU/RNN and MultiheadAttention use their weights inside fused kernels, so
+  their handlers swap in ``m*W`` for the duration of the forward call (``nn.LSTM`` keeps a private ``_flat_weights`` list that a
   plain parametrization would bypass; the conformance suite proves the mask reaches the output).
 
 Mask *sites* are ordered by forward execution, traced on one example batch. The first site (the network's
@@ -144,12 +144,30 @@ class EmbeddingHandler(LayerHandler):
 
 
 class BatchNormHandler(LayerHandler):
-    """Mask at BN's affine scale γ (the authors' placement): ``BN'(x) = m*γ*x̂ + β``."""
+    """Mask at BN's affine scale γ (the authors' placement): ``BN'(x) = m*γ*x̂ + β``.
+
+    ``m*γ`` (C numbers) is swapped in for the call instead of scaling the output tensor: measured on an
+    H200 this removes one forward and two backward activation-sized kernels per masked BN."""
 
     is_norm = True
 
     def num_neurons(self, module):
         return module.num_features if module.affine else 0
+
+    def install(self, module, get_mask):
+        saved: list[Tensor] = []
+
+        def pre(mod, args):
+            p = mod._parameters["weight"]
+            saved.append(p)
+            mod._parameters["weight"] = p * get_mask().to(p.dtype)
+
+        def post(mod, args, out):
+            if saved:
+                mod._parameters["weight"] = saved.pop()
+            return out
+
+        return [module.register_forward_pre_hook(pre), module.register_forward_hook(post, always_call=True)]
 
     def fold(self, module, mask):
         module.weight.mul_(mask.to(module.weight.dtype))
@@ -432,25 +450,30 @@ class NeuronMasks(nn.Module):
             raise ValueError(f"expected {len(self.sites)} bounds, got {len(bounds)}")
         for site, b in zip(self.sites, bounds):
             getattr(self, f"lower_{site.key}").fill_(float(b))
+        self._lower = [float(b) for b in bounds]  # host copy: clipping needs no device->host sync
 
     def lower_bounds(self) -> list[float]:
         return [float(getattr(self, f"lower_{s.key}")) for s in self.sites]
 
+    def _list(self) -> list[Tensor]:
+        return [self.masks[s.key] for s in self.sites]
+
     @torch.no_grad()
     def clip_(self) -> None:
-        """Clip every mask to [its site's lower bound, 1]."""
-        for site in self.sites:
-            lo = getattr(self, f"lower_{site.key}")
-            m = self.masks[site.key]
-            torch.clamp_(m, min=lo, max=torch.ones_like(lo))
+        """Clip every mask to [its site's lower bound, 1] (two multi-tensor kernels for all sites)."""
+        ms = self._list()
+        if not hasattr(self, "_lower"):
+            self._lower = self.lower_bounds()
+        torch._foreach_clamp_min_(ms, self._lower)
+        torch._foreach_clamp_max_(ms, 1.0)
 
     def l1_distance(self) -> Tensor:
         """‖m − 1‖₁ over every mask (the NFT regularizer before its η/N_c weight)."""
-        return sum((m - 1).abs().sum() for m in self.masks.values())
+        return torch.cat(self._list()).sub(1).abs().sum()
 
     def mask_sum(self) -> Tensor:
         """Σ m over every mask (the optional shrink term)."""
-        return sum(m.sum() for m in self.masks.values())
+        return torch.cat(self._list()).sum()
 
     def num_masks(self) -> int:
         return sum(m.numel() for m in self.masks.values())

@@ -1,6 +1,21 @@
 """nft_vision: image classification for NFT — data loaders, models, backdoor attacks, augmentations."""
 
-from .attacks import ATTACKS, SIG, Attack, BadNets, Blend, Trojan, WaNet
+from .attacks import (
+    ATTACKS,
+    BPPA,
+    CBA,
+    CLB,
+    FBA,
+    ISSBA,
+    LIRA,
+    SIG,
+    Attack,
+    BadNets,
+    Blend,
+    Dynamic,
+    Trojan,
+    WaNet,
+)
 from .augment import CutMix, CutOut
 from .data import (
     load_cifar10,
@@ -14,7 +29,8 @@ from .data import (
 from .models import VGG16, Normalize, PreActResNet18, SmallCNN, create_model
 
 __all__ = [
-    "ATTACKS", "Attack", "BadNets", "Blend", "CutMix", "CutOut", "Normalize", "PreActResNet18", "SIG", "SmallCNN", "Trojan", "VGG16", "WaNet", "create_model",
+    "ATTACKS", "Attack", "BPPA", "BadNets", "Blend", "CBA", "CLB", "CutMix", "CutOut", "Dynamic", "FBA", "ISSBA",
+    "LIRA", "Normalize", "PreActResNet18", "SIG", "SmallCNN", "Trojan", "VGG16", "WaNet", "create_model",
     "load_cifar10", "load_cifar100", "load_digits_default", "load_gtsrb", "load_image_folder", "load_npz",
     "split_validation",
 ]

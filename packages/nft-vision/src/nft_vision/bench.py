@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from nft_core import ClassificationAdapter
@@ -26,9 +26,11 @@ def run_grid(cfg: VisionConfig, out: Path, progress: bool = False) -> str:
     def make_defense(name):
         def make():
             opts = dict(cfg.bench.defense_options.get(name, {}))
-            if name == "nft":
-                opts = {**cfg.defense.resolved_options(), **opts, "seed": cfg.seed, "device": str(device)}
-            return build_defense(name, opts, build_augmentation(cfg))
+            if name in ("nft", "nft-paper"):  # NFT+ and the paper's recipe side by side
+                recipe = replace(cfg.defense, name="nft", recipe="paper" if name == "nft-paper" else "nft+")
+                opts = {**recipe.resolved_options(), **opts, "seed": cfg.seed, "device": str(device)}
+                return build_defense("nft", opts, build_augmentation(cfg))
+            return build_defense(name, {"seed": cfg.seed, "device": str(device), **opts})
 
         return make
 

@@ -92,9 +92,10 @@ class AugmentationConfig:
 
 @dataclass
 class BenchConfig:
-    """``bench`` grid: attacks × defenses (each cell: the same model, validation data, seed, device)."""
+    """``bench`` grid: attacks × defenses (each cell: the same model, validation data, seed, device).
+    ``nft`` is NFT with ``defense.recipe``/``defense.options``; ``nft-paper`` is the paper's recipe."""
 
-    attacks: list[str] = field(default_factory=lambda: ["badnets", "blend", "trojan", "sig", "wanet"])
+    attacks: list[str] = field(default_factory=lambda: ["badnets", "blend", "trojan", "sig", "wanet", "dynamic"])
     defenses: list[str] = field(default_factory=lambda: ["nft"])
     defense_options: dict = field(default_factory=dict)
 

@@ -50,8 +50,14 @@ def test_create_model_specs(spec):
     kwargs = {"width": 4} if ":" not in spec else {}
     model = create_model(spec, 5, **kwargs)
     assert model.eval()(torch.rand(1, 3, 32, 32)).shape == (1, 5)
-    wrapped = create_model(spec, 5, mean=(0.5,) * 3, std=(0.25,) * 3, **kwargs)
-    assert isinstance(next(iter(wrapped.children())), Normalize) or isinstance(wrapped[0], Normalize)
+    normed = create_model(spec, 5, mean=(0.5,) * 3, std=(0.25,) * 3, **kwargs)
+    if ":" not in spec:
+        assert isinstance(next(iter(normed.children())), Normalize)
+    else:  # external: same state_dict keys as the user's model, normalization applied as a pre-hook
+        assert normed.state_dict().keys() == model.state_dict().keys()
+        normed.load_state_dict(model.state_dict())
+        x = torch.rand(2, 3, 32, 32)
+        assert torch.allclose(normed.eval()(x), model.eval()((x - 0.5) / 0.25), atol=1e-5)
 
 
 @pytest.mark.parametrize("spec,match", [

@@ -163,9 +163,10 @@ def create_model(spec: str, num_classes: int, mean=None, std=None, **kwargs) -> 
     - ``torchvision:NAME`` (``weights=None``) or ``timm:NAME`` (``pretrained=False``): nothing is downloaded;
     - ``package.module:callable``, called as ``callable(num_classes=num_classes, **kwargs)``.
 
-    Built-ins hold ``Normalize(mean, std)`` as their first module; an external model is wrapped as
-    ``nn.Sequential(Normalize(mean, std), model)`` only when ``mean`` or ``std`` is given (so its state
-    dict keys stay the library's own otherwise). Unknown specs raise :class:`NFTInputError`.
+    Built-ins hold ``Normalize(mean, std)`` as their first module. An external model gets the
+    normalization as a forward pre-hook (no new parameters or buffers), so its ``state_dict`` keys stay
+    exactly its own: a user's checkpoint loads into it and the purified checkpoint loads back into the
+    user's callable. Unknown specs raise :class:`NFTInputError`.
     """
     if spec in BUILTIN_MODELS:
         return BUILTIN_MODELS[spec](num_classes=num_classes, mean=mean, std=std, **kwargs)
@@ -174,6 +175,20 @@ def create_model(spec: str, num_classes: int, mean=None, std=None, **kwargs) -> 
             f"unknown model {spec!r}: use one of {sorted(BUILTIN_MODELS)}, torchvision:NAME, timm:NAME "
             "or package.module:callable")
     model = _external(spec, num_classes, kwargs)
-    if mean is None and std is None:
-        return model
-    return nn.Sequential(Normalize(mean, std), model)
+    if mean is not None or std is not None:
+        model.register_forward_pre_hook(_NormalizeInput(mean, std))
+    return model
+
+
+class _NormalizeInput:
+    """Forward pre-hook: ``(x - mean) / std`` on the first positional input (images in [0, 1])."""
+
+    def __init__(self, mean, std):
+        n = Normalize(mean, std)
+        self.mean, self.std = n.mean, n.std
+
+    def __call__(self, module, args):
+        x = args[0]
+        if self.mean.device != x.device:
+            self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
+        return ((x - self.mean) / self.std, *args[1:])

@@ -129,13 +129,35 @@ def test_tied_weights_are_masked_once():
             self.a = nn.Linear(4, 4)
             self.b = nn.Linear(4, 4)
             self.b.weight = self.a.weight
+            self.c = nn.Linear(4, 2)
 
         def forward(self, x):
-            return self.b(torch.relu(self.a(self.first(x))))
+            return self.c(self.b(torch.relu(self.a(self.first(x)))))
 
     masks = NeuronMasks(Tied(), torch.randn(2, 3))
-    assert [s.name for s in masks.sites] == ["a"]
-    assert masks.skipped["b"].startswith("weights tied")
+    assert [s.name for s in masks.sites] == ["c"]
+    assert masks.skipped["a"] == "weights tied to b" and masks.skipped["b"] == "weights tied to a"
+    check_fold_equivalence(Tied(), torch.randn(2, 3))
+
+
+def test_weights_tied_to_the_unmasked_first_layer_are_not_masked():
+    """HF encoder/decoder share one embedding: masking the decoder's copy would change the encoder's."""
+
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = nn.Embedding(7, 4)
+            self.dec = nn.Embedding(7, 4)
+            self.dec.weight = self.enc.weight
+            self.out = nn.Linear(4, 2)
+
+        def forward(self, t):
+            return self.out(self.enc(t).mean(1) + self.dec(t).mean(1))
+
+    t = torch.randint(7, (3, 5))
+    masks = NeuronMasks(Shared(), t)
+    assert [s.name for s in masks.sites] == ["out"] and masks.skipped["dec"] == "weights tied to enc"
+    check_fold_equivalence(Shared(), t)
 
 
 def test_subclass_found_through_class_hierarchy_and_custom_handler():

@@ -399,10 +399,15 @@ class NeuronMasks(nn.Module):
                 continue
             candidates.append((name, mod, h))
         self.skipped: dict[str, str] = {}
+        # A weight tensor used by two layers (tied embeddings, shared encoder/decoder tables) cannot carry
+        # one layer's mask without changing the other: such layers are left unmasked, all of them.
+        users: dict[int, list[str]] = {}
+        for name, mod, h in candidates:
+            for p in {w.data_ptr() for w in h.weights(mod)}:
+                users.setdefault(p, []).append(name)
         if skip_first and candidates:
             self.skipped[candidates[0][0]] = "first layer"
             candidates = candidates[1:]
-        seen_weights: dict[int, str] = {}
         self.sites: list[MaskSite] = []
         masks = {}
         for name, mod, h in candidates:
@@ -412,13 +417,10 @@ class NeuronMasks(nn.Module):
             if exclude and _match(name, exclude):
                 self.skipped[name] = "excluded"
                 continue
-            ptrs = [w.data_ptr() for w in h.weights(mod)]
-            tied = next((seen_weights[p] for p in ptrs if p in seen_weights), None)
-            if tied is not None:
-                self.skipped[name] = f"weights tied to {tied}"
+            shared = sorted({o for w in h.weights(mod) for o in users[w.data_ptr()] if o != name})
+            if shared:
+                self.skipped[name] = f"weights tied to {shared[0]}"
                 continue
-            for p in ptrs:
-                seen_weights[p] = name
             key = f"m{len(self.sites)}"
             ref = next(iter(h.weights(mod)))
             masks[key] = nn.Parameter(torch.ones(h.num_neurons(mod), device=ref.device, dtype=torch.float32))

@@ -1,0 +1,66 @@
+"""Training the (backdoored) multi-label classifier and detector; all randomness from a generator."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nft_core.data import TensorData
+
+__all__ = ["train_multilabel", "train_detector", "random_flip"]
+
+
+def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Per-sample horizontal flip (labels of a multi-label image do not change)."""
+    flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+def train_multilabel(model: nn.Module, data: TensorData, *, epochs: int, lr: float = 2e-3, batch_size: int = 64,
+                     weight_decay: float = 1e-4, augment: bool = True, generator: torch.Generator,
+                     device="cpu", progress=None) -> nn.Module:
+    """BCE-with-logits, AdamW + one-cycle LR; returns the model in eval mode."""
+    device = torch.device(device)
+    model.to(device).train()
+    x_all, y_all = (t.to(device) for t in data.tensors[:2])
+    n = len(data)
+    steps = max(1, epochs * math.ceil(n / batch_size))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=generator).to(device)
+        for s in range(0, n, batch_size):
+            idx = perm[s : s + batch_size]
+            x, y = x_all[idx], y_all[idx]
+            if augment:
+                x = random_flip(x, generator)
+            loss = F.binary_cross_entropy_with_logits(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if progress is not None:
+                progress.update(1)
+    return model.eval()
+
+
+def train_detector(model: nn.Module, samples: list, *, epochs: int, lr: float = 1e-3, batch_size: int = 4,
+                   generator: torch.Generator, device="cpu") -> nn.Module:
+    """Plain AdamW on the detector's summed loss dict over ``(image, target)`` samples."""
+    device = torch.device(device)
+    model.to(device).train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    for _ in range(epochs):
+        perm = torch.randperm(len(samples), generator=generator).tolist()
+        for s in range(0, len(perm), batch_size):
+            chunk = [samples[i] for i in perm[s : s + batch_size]]
+            images = [c[0].to(device) for c in chunk]
+            targets = [{k: v.to(device) for k, v in c[1].items()} for c in chunk]
+            loss = sum(model(images, targets).values())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return model.eval()

@@ -1,0 +1,48 @@
+"""Object detection: torchvision detectors built without weights, the loss dict in train mode, box-level
+poisoning, detection MixUp through NFT, COCO mAP and box ASR. The full-size torchvision families are slow;
+the tiny Faster R-CNN runs in the default suite."""
+
+import pytest
+import torch
+
+from nft_core import NFT, EvalData
+from nft_core.testing.conformance import check_fold_equivalence, check_identity_at_one
+from nft_detection import CleanImageBackdoor, DetectionAdapter, DetectionMixUp, create_detector, load_voc
+from nft_detection.voc import records_to_detection
+
+from .helpers import CLASSES, tiny_voc
+
+
+def _samples(tmp_path):
+    tiny_voc(tmp_path, n=12, size=32, triple=True)
+    return records_to_detection(load_voc(tmp_path / "VOCdevkit", [("VOC2007", "trainval")], CLASSES), 32)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["fasterrcnn", "retinanet", "fcos", "ssdlite"])
+def test_torchvision_detectors_build_without_weights(name):
+    model = create_detector(name, 3, 64).train()
+    target = {"boxes": torch.tensor([[4.0, 4, 30, 30]]), "labels": torch.tensor([1])}
+    losses = model([torch.rand(3, 64, 64)] * 2, [target] * 2)  # two images: SSDlite's 1x1 BN needs a batch
+    assert isinstance(losses, dict) and all(torch.isfinite(v) for v in losses.values())
+
+
+def test_tiny_detector_poisoning_nft_and_metrics(tmp_path):
+    samples = _samples(tmp_path)
+    atk = CleanImageBackdoor([0, 1], 2, "disappear")
+    poisoned, idx = atk.poison_detection_train(samples, torch.Generator().manual_seed(0))
+    assert idx == [0, 6] and all(3 not in poisoned[i][1]["labels"].tolist() for i in idx)
+    assert all(torch.equal(poisoned[i][0], samples[i][0]) for i in range(len(samples)))  # images untouched
+    model = create_detector("tiny_fasterrcnn", 3, 32, width=4).eval()
+    ad = DetectionAdapter(3, threshold=0.0)
+    batch = ad.collate(samples[:2])
+    assert torch.isfinite(ad.loss(model, batch)) and not model.training
+    check_identity_at_one(model.backbone, batch[0])
+    check_fold_equivalence(model.backbone, batch[0])
+    trig = [(samples[i][0], samples[i][1], poisoned[i][1]) for i in idx]
+    m = ad.evaluate(model, EvalData(samples, trig))
+    assert {"map", "map50", "asr"} <= set(m) and 0 <= m["asr"] <= 100
+    res = NFT(augmentation=DetectionMixUp(), epochs=2, batch_size=4, shrink=0.02, guard=100.0).purify(
+        model, samples[6:], ad)
+    assert type(res.model) is type(model) and any(s.startswith("backbone") for s in res.info["mask_sites"])
+    assert ad.evaluate(res.model, samples)["map"] >= 0

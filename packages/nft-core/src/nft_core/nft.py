@@ -38,10 +38,27 @@ from .errors import CheckpointError
 from .masks import LayerHandler, NeuronMasks
 from .schedules import Schedule
 
-__all__ = ["NFT", "NFTConfig", "NFT_PLUS"]
+__all__ = ["NFT", "NFTConfig", "NFT_PLUS", "recipe_options"]
 
 #: The NFT+ recipe's extra settings (see README "NFT recipes"); ``NFT(**NFT_PLUS)``.
 NFT_PLUS = {"shrink": 0.02, "guard": 1.0}
+
+
+def recipe_options(defense: str, recipe: str, options: dict, *, task_plus: dict | None = None,
+                   task_base: dict | None = None) -> dict:
+    """Keyword options for a CLI's defense section.
+
+    NFT: ``paper`` -> ``task_base`` + ``options``; ``nft+`` -> ``task_base`` + ``NFT_PLUS`` + the task's own
+    measured ``task_plus`` + ``options`` (later wins). Any other defense gets ``options`` alone.
+    """
+    if defense != "nft":
+        return dict(options)
+    if recipe not in ("nft+", "paper"):
+        from .errors import ConfigError
+
+        raise ConfigError(f"defense.recipe must be 'nft+' or 'paper', got {recipe!r}")
+    plus = {**NFT_PLUS, **(task_plus or {})} if recipe == "nft+" else {}
+    return {**(task_base or {}), **plus, **options}
 
 Callback = Callable[[int, dict[str, float], "NFT"], None]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from nft_core.nft import NFT_PLUS
+from nft_core.nft import recipe_options
 
 __all__ = ["DetectConfig", "DataConfig", "ModelConfig", "AttackConfig", "TrainConfig", "DefenseConfig",
            "AugmentationConfig", "BenchConfig"]
@@ -80,13 +80,7 @@ class DefenseConfig:
     options: dict = field(default_factory=dict)
 
     def resolved_options(self) -> dict:
-        if self.name != "nft":
-            return dict(self.options)
-        if self.recipe not in ("nft+", "paper"):
-            from nft_core.errors import ConfigError
-
-            raise ConfigError(f"defense.recipe must be 'nft+' or 'paper', got {self.recipe!r}")
-        return {"epochs": self.nft_epochs, **(NFT_PLUS if self.recipe == "nft+" else {}), **self.options}
+        return recipe_options(self.name, self.recipe, self.options, task_base={"epochs": self.nft_epochs})
 
 
 @dataclass

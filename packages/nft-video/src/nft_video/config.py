@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from nft_core.nft import NFT_PLUS
+from nft_core.nft import recipe_options
 
 
 @dataclass
@@ -82,13 +82,7 @@ class DefenseConfig:
     options: dict = field(default_factory=dict)
 
     def resolved_options(self) -> dict:
-        if self.name != "nft":
-            return dict(self.options)
-        if self.recipe not in ("nft+", "paper"):
-            from nft_core.errors import ConfigError
-
-            raise ConfigError(f"defense.recipe must be 'nft+' or 'paper', got {self.recipe!r}")
-        return {**(NFT_PLUS if self.recipe == "nft+" else {}), **self.options}
+        return recipe_options(self.name, self.recipe, self.options)
 
 
 @dataclass

@@ -1,7 +1,8 @@
-"""``nft``: what is installed, and the core demo.
+"""``nft``: what is installed, the core demo, and the cross-task matrix.
 
     nft list          installed task packages, defenses and augmentations
     nft demo          train a tiny backdoored CNN on generated data, purify it with NFT, print the table
+    nft matrix        every installed task's embedded default: NFT and FT-SAM, one table
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ import time
 from importlib import metadata
 
 from .cli_common import cli_entry, make_parser, setup_logging
-
-TASK_DISTS = ["nft-vision", "nft-detection", "nft-video", "nft-pointcloud", "nft-nlg"]
+from .matrix import TASK_DISTS
 
 
 def _installed_tasks() -> list[tuple[str, str, str]]:
@@ -75,6 +75,29 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_matrix(args) -> int:
+    from .matrix import matrix_markdown, run_matrix
+    from .runs import run_directory, write_json
+
+    t0 = time.perf_counter()
+
+    def log(msg):
+        if not args.quiet:
+            sys.stderr.write(f"[{time.perf_counter() - t0:6.0f} s] {msg}\n")
+
+    baseline = None if args.baseline == "none" else args.baseline
+    if args.out:
+        with run_directory(args.out) as d:
+            rows = run_matrix(args.tasks, quick=args.quick, baseline=baseline, out=d, log=log)
+            write_json(d / "matrix.json", rows)
+            (d / "matrix.md").write_text(matrix_markdown(rows) + "\n")
+    else:
+        rows = run_matrix(args.tasks, quick=args.quick, baseline=baseline, log=log)
+    print(matrix_markdown(rows))
+    print(f"\n{len(rows)} runs in {time.perf_counter() - t0:.0f} s{' (quick settings)' if args.quick else ''}")
+    return 1 if any("error" in r for r in rows) else 0
+
+
 def _main(argv=None) -> int:
     p = make_parser("nft", "Neural mask Fine-Tuning: backdoor purification toolkit")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -84,9 +107,15 @@ def _main(argv=None) -> int:
     d.add_argument("--shrink", type=float, default=0.02, help="shrink of the NFT+ recipe (see README)")
     d.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
+    m = sub.add_parser("matrix", help="every installed task's embedded default (NFT + a baseline), one table")
+    m.add_argument("--quick", action="store_true", help="tiny settings (seconds per task; a smoke test)")
+    m.add_argument("--tasks", nargs="+", help="subset of: vision detection video pointcloud nlg")
+    m.add_argument("--baseline", default="ftsam", help="baseline defense beside NFT ('none' to skip)")
+    m.add_argument("--out", help="folder for the run directories and matrix.md / matrix.json")
+    m.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     setup_logging(getattr(args, "quiet", False))
-    return {"list": cmd_list, "demo": cmd_demo}[args.cmd](args)
+    return {"list": cmd_list, "demo": cmd_demo, "matrix": cmd_matrix}[args.cmd](args)
 
 
 def main(argv=None) -> int:

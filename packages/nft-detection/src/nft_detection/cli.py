@@ -119,6 +119,11 @@ class DetectCLI(TaskCLI):
         return 0
 
 
+#: ``--cfg-options`` that shrink the embedded default to seconds (``nft matrix --quick``, CI smoke runs).
+QUICK_OPTIONS = ["train.epochs=2", "model.kwargs={'width': 4, 'hidden': 8}", "defense.nft_epochs=2", "data.image_size=24",
+                 "data.scenes={'n_train':48,'n_val':16,'n_test':40,'trigger_rate':0.5}"]
+
+
 def main(argv=None) -> int:
     return DetectCLI().main(argv)
 

@@ -135,6 +135,11 @@ def _nft_model_options(model, options) -> dict:
     return {}
 
 
+#: ``--cfg-options`` that shrink the embedded default to seconds (``nft matrix --quick``, CI smoke runs).
+QUICK_OPTIONS = ["data.toy_sizes={'train': 120, 'valid': 16, 'test': 12}", "train.epochs=1", "model.d_model=16",
+                 "model.heads=2", "model.layers=1", "defense.options={'epochs': 1, 'batch_size': 16}", "data.max_len=20"]
+
+
 def main(argv=None) -> int:
     return NLGCLI().main(argv)
 

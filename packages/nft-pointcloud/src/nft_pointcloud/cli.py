@@ -127,6 +127,11 @@ class PointCloudCLI(TaskCLI):
         return 0
 
 
+#: ``--cfg-options`` that shrink the embedded default to seconds (``nft matrix --quick``, CI smoke runs).
+QUICK_OPTIONS = ["data.shapes_train=5", "data.shapes_test=2", "data.num_points=64", "model.width=4",
+                 "model.kwargs={'npoints': [16, 8], 'nsample': 8}", "train.epochs=2", "defense.options.epochs=2"]
+
+
 def main(argv=None) -> int:
     return PointCloudCLI().main(argv)
 

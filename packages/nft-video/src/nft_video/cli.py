@@ -132,6 +132,11 @@ class VideoCLI(TaskCLI):
         return 0
 
 
+#: ``--cfg-options`` that shrink the embedded default to seconds (``nft matrix --quick``, CI smoke runs).
+QUICK_OPTIONS = ["data.synthetic_clips=15", "data.synthetic_classes=3", "data.image_size=16", "train.epochs=2",
+                 "model.kwargs={'width': 4, 'hidden': 8}", "defense.options={'epochs': 2, 'batch_size': 16}"]
+
+
 def main(argv=None) -> int:
     return VideoCLI().main(argv)
 

@@ -148,6 +148,10 @@ def _evaluate(model, eval_data) -> dict[str, float]:
     return _adapter(0).evaluate(model, eval_data)
 
 
+#: ``--cfg-options`` that shrink the embedded default to seconds (``nft matrix --quick``, CI smoke runs).
+QUICK_OPTIONS = ["train.epochs=2", "model.width=4", "defense.options.epochs=2", "data.image_size=16"]
+
+
 def main(argv=None) -> int:
     return VisionCLI().main(argv)
 

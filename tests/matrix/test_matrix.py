@@ -1,0 +1,40 @@
+"""The cross-task matrix: every installed task CLI end to end at tiny scale, through the same pipeline."""
+
+import json
+
+import pytest
+
+from nft_core.cli import main
+from nft_core.matrix import TASK_DISTS, installed_task_clis
+
+TASKS = [d.removeprefix("nft-") for d in TASK_DISTS]
+
+
+def test_every_task_package_is_installed_with_its_cli():
+    assert sorted(installed_task_clis()) == sorted(TASKS)
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NFT_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def test_quick_matrix_runs_every_task_with_nft_and_a_baseline(cache, capsys):
+    out = cache / "matrix"
+    assert main(["matrix", "--quick", "--quiet", "--out", str(out)]) == 0
+    rows = json.loads((out / "matrix.json").read_text())
+    assert {(r["task"], r["defense"]) for r in rows} == {(t, d) for t in TASKS for d in ("nft", "ftsam")}
+    for r in rows:
+        assert "error" not in r, r
+        assert {r["clean_before"], r["clean_after"], r["asr_before"], r["asr_after"]} != {None}
+        assert (out / f"{r['task']}-{r['defense']}" / "purified.safetensors").exists()
+    table = capsys.readouterr().out
+    assert table.count("\n| ") >= len(rows) and "ASR before" in table
+
+
+def test_a_missing_task_is_reported_and_the_rest_still_runs(cache, capsys):
+    code = main(["matrix", "--quick", "--quiet", "--tasks", "nosuch", "vision", "--baseline", "none"])
+    assert code == 1
+    out = capsys.readouterr().out
+    assert "nft-nosuch is not installed" in out and "| vision | badnets | nft" in out

@@ -97,6 +97,9 @@ def main():
     ap.add_argument("--skip-baselines", action="store_true")
     ap.add_argument("--baselines", nargs="*", default=["ft", "ftsam", "anp", "awm", "rnp", "ibau", "nad", "fp"])
     ap.add_argument("--out", help="folder for results.csv / results.md")
+    ap.add_argument("--steps", type=int, help="timed steps per throughput figure (default 200, quick 5)")
+    ap.add_argument("--width", type=int, help="PreActResNet-18 base width (default 64, quick 16)")
+    ap.add_argument("--skip-protocol", action="store_true", help="only the step and evaluation figures")
     args = ap.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -104,8 +107,10 @@ def main():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     g = torch.Generator().manual_seed(0)
-    width = 16 if args.quick else 64
+    width = args.width or (16 if args.quick else 64)
     steps, warmup = (5, 2) if args.quick else (200, 30)
+    if args.steps:
+        steps, warmup = args.steps, max(2, args.steps // 5)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     rows = []
 
@@ -136,7 +141,7 @@ def main():
     val = TensorData(torch.rand(n_val, 3, 32, 32, generator=g), torch.arange(n_val) % 10)
     adapter = ClassificationAdapter(eval_batch_size=2048)
     nft_times = {}
-    for amp in ([False] if device.type == "cpu" else [False, True]):
+    for amp in ([] if args.skip_protocol else [False] if device.type == "cpu" else [False, True]):
         epochs = 3 if args.quick else 100
         NFT(epochs=1, device=str(device), amp=amp).purify(model, val, adapter)  # warm-up (cudnn autotune)
         sync(device)
@@ -158,7 +163,7 @@ def main():
             record(f"evaluation, {n_eval} images [{tag}]", eval_throughput(m, xx, device, 2048, amp), "img/s")
     model = model.to(memory_format=torch.contiguous_format)
 
-    if not args.skip_baselines:
+    if not args.skip_baselines and nft_times:
         best_nft = min(nft_times.values())
         for b in args.baselines:
             kw = {"device": str(device)}

@@ -14,3 +14,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+# Loaded CI machines make per-example timing meaningless: no hypothesis deadlines.
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("nft", deadline=None)
+settings.load_profile("nft")

@@ -47,6 +47,36 @@ class TaskCLI:
         raise NotImplementedError
 
     # -- shared ------------------------------------------------------------
+    def purify_run(self, cfg: Any, args: argparse.Namespace, *, task: str, run: Any, attack_name: str,
+                   adapter: Any, augmentation: Any, device: Any, unit: str = "samples",
+                   extra: dict[str, Any] | None = None, note: str = "") -> dict[str, Any]:
+        """The end of every ``purify`` verb: defense options (seed, device, progress, ``--resume``),
+        :func:`~nft_core.pipeline.purify_and_report`, the before/after table. ``run`` has ``model``,
+        ``val``, ``eval_data`` and ``meta``; ``cfg`` has ``seed`` and ``defense.resolved_options()``."""
+        from .pipeline import build_defense, purify_and_report
+        from .runs import format_table
+
+        out = args.out or f"runs/{task}-{attack_name}-{cfg.defense.name}"
+        options = cfg.defense.resolved_options()
+        if cfg.defense.name == "nft":
+            options.setdefault("seed", cfg.seed)
+            options.setdefault("progress", not args.quiet)
+            options["device"] = str(device)
+            state_dir = str(Path(out).with_name(Path(out).name + ".state"))
+            if getattr(args, "resume", False):
+                options.update(checkpoint_dir=state_dir, resume=True,
+                               checkpoint_every=options.get("checkpoint_every", 10))
+            elif "checkpoint_every" in options:
+                options.setdefault("checkpoint_dir", state_dir)
+        defense = build_defense(cfg.defense.name, options, augmentation)
+        report = purify_and_report(task=task, model=run.model, val_data=run.val, eval_data=run.eval_data,
+                                   adapter=adapter, defense=defense, out=out, config=cfg, attack=attack_name,
+                                   extra={"validation_indices": run.meta.get("val_indices"), **(extra or {})})
+        print(format_table(report["before"], report["after"]))
+        print(f"\n{report['defense']} ({report.get('recipe') or 'defaults'}): {report['wall_time']:.1f} s "
+              f"on {device}; {len(run.val)} validation {unit}{note} -> {out}")
+        return report
+
     def resolve_config_path(self, name: str | None) -> str | None:
         """``--cfg`` as a path, or the name of a bundled config (``voc07`` or ``voc07.py``)."""
         if name is None:

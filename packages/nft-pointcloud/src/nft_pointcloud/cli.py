@@ -18,8 +18,7 @@ from pathlib import Path
 import torch
 
 from nft_core.checkpoint import atomic_write, save_model, save_state_dict
-from nft_core.pipeline import build_defense, purify_and_report
-from nft_core.runs import format_table, run_directory
+from nft_core.runs import run_directory
 from nft_core.task_cli import TaskCLI
 
 from .config import PointCloudConfig
@@ -94,19 +93,9 @@ class PointCloudCLI(TaskCLI):
                 sys.stderr.write(f"backdoored model: {cfg.attack.name} on {cfg.data.name} (cached after the first run)\n")
             run = backdoor(cfg, device=device, progress=not args.quiet)
             attack_name = cfg.attack.name
-        out = args.out or f"runs/pointcloud-{attack_name}-{cfg.defense.name}"
-        options = cfg.defense.resolved_options()
-        if cfg.defense.name == "nft":
-            options.setdefault("seed", cfg.seed)
-            options.setdefault("progress", not args.quiet)
-            options["device"] = str(device)
-        defense = build_defense(cfg.defense.name, options, build_augmentation(cfg))
-        report = purify_and_report(task="pointcloud", model=run.model, val_data=run.val, eval_data=run.eval_data,
-                                   adapter=PointCloudAdapter(run.num_classes), defense=defense, out=out, config=cfg,
-                                   attack=attack_name, extra={"validation_indices": run.meta.get("val_indices")})
-        print(format_table(report["before"], report["after"]))
-        print(f"\n{report['defense']} ({report.get('recipe') or 'defaults'}): {report['wall_time']:.1f} s "
-              f"on {device}; {len(run.val)} validation clouds -> {out}")
+        self.purify_run(cfg, args, task="pointcloud", run=run, attack_name=attack_name,
+                        adapter=PointCloudAdapter(run.num_classes), augmentation=build_augmentation(cfg),
+                        device=device, unit="clouds")
         return 0
 
     def evaluate(self, cfg: PointCloudConfig, args) -> int:

@@ -22,8 +22,7 @@ from pathlib import Path
 import torch
 
 from nft_core.checkpoint import atomic_write, save_model
-from nft_core.pipeline import build_defense, purify_and_report
-from nft_core.runs import format_table, run_directory
+from nft_core.runs import run_directory
 from nft_core.task_cli import TaskCLI
 
 from .adapters import MultiLabelAdapter
@@ -86,20 +85,9 @@ class DetectCLI(TaskCLI):
         if run.eval_data.poisoned is None:
             log.warning("no test image holds the trigger: ASR is not measured")
         attack_name = run.meta.get("attack", "user")
-        out = args.out or f"runs/detect-{cfg.attack.mode}-{cfg.defense.name}"
-        options = cfg.defense.resolved_options()
-        if cfg.defense.name == "nft":
-            options.setdefault("seed", cfg.seed)
-            options.setdefault("progress", not args.quiet)
-            options["device"] = str(device)
-        defense = build_defense(cfg.defense.name, options, build_augmentation(cfg))
-        report = purify_and_report(task="multilabel", model=run.model, val_data=run.val, eval_data=run.eval_data,
-                                   adapter=MultiLabelAdapter(len(run.classes)), defense=defense, out=out,
-                                   config=cfg, attack=attack_name,
-                                   extra={"classes": run.classes, "validation_indices": run.meta.get("val_indices")})
-        print(format_table(report["before"], report["after"]))
-        print(f"\n{report['defense']} ({report.get('recipe') or 'defaults'}): {report['wall_time']:.1f} s "
-              f"on {device}; {len(run.val)} validation images -> {out}")
+        self.purify_run(cfg, args, task="multilabel", run=run, attack_name=attack_name,
+                        adapter=MultiLabelAdapter(len(run.classes)), augmentation=build_augmentation(cfg),
+                        device=device, unit="images", extra={"classes": run.classes})
         return 0
 
     def evaluate(self, cfg: DetectConfig, args) -> int:

@@ -49,10 +49,11 @@ class TaskCLI:
     # -- shared ------------------------------------------------------------
     def purify_run(self, cfg: Any, args: argparse.Namespace, *, task: str, run: Any, attack_name: str,
                    adapter: Any, augmentation: Any, device: Any, unit: str = "samples",
-                   extra: dict[str, Any] | None = None, note: str = "") -> dict[str, Any]:
-        """The end of every ``purify`` verb: defense options (seed, device, progress, ``--resume``),
-        :func:`~nft_core.pipeline.purify_and_report`, the before/after table. ``run`` has ``model``,
-        ``val``, ``eval_data`` and ``meta``; ``cfg`` has ``seed`` and ``defense.resolved_options()``."""
+                   extra: dict[str, Any] | None = None, note: str = "") -> tuple[dict[str, Any], str]:
+        """The end of every ``purify`` verb: defense options (seed, device, progress, ``--resume``) and
+        :func:`~nft_core.pipeline.purify_and_report`. Returns the report and the before/after table with a
+        summary line, for the CLI to print. ``run`` has ``model``, ``val``, ``eval_data`` and ``meta``;
+        ``cfg`` has ``seed`` and ``defense.resolved_options()``."""
         from .pipeline import build_defense, purify_and_report
         from .runs import format_table
 
@@ -72,10 +73,10 @@ class TaskCLI:
         report = purify_and_report(task=task, model=run.model, val_data=run.val, eval_data=run.eval_data,
                                    adapter=adapter, defense=defense, out=out, config=cfg, attack=attack_name,
                                    extra={"validation_indices": run.meta.get("val_indices"), **(extra or {})})
-        print(format_table(report["before"], report["after"]))
-        print(f"\n{report['defense']} ({report.get('recipe') or 'defaults'}): {report['wall_time']:.1f} s "
-              f"on {device}; {len(run.val)} validation {unit}{note} -> {out}")
-        return report
+        text = (format_table(report["before"], report["after"])
+                + f"\n\n{report['defense']} ({report.get('recipe') or 'defaults'}): {report['wall_time']:.1f} s "
+                f"on {device}; {len(run.val)} validation {unit}{note} -> {out}")
+        return report, text
 
     def resolve_config_path(self, name: str | None) -> str | None:
         """``--cfg`` as a path, or the name of a bundled config (``voc07`` or ``voc07.py``)."""

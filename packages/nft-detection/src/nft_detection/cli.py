@@ -85,9 +85,10 @@ class DetectCLI(TaskCLI):
         if run.eval_data.poisoned is None:
             log.warning("no test image holds the trigger: ASR is not measured")
         attack_name = run.meta.get("attack", "user")
-        self.purify_run(cfg, args, task="multilabel", run=run, attack_name=attack_name,
+        _, text = self.purify_run(cfg, args, task="multilabel", run=run, attack_name=attack_name,
                         adapter=MultiLabelAdapter(len(run.classes)), augmentation=build_augmentation(cfg),
                         device=device, unit="images", extra={"classes": run.classes})
+        print(text)
         return 0
 
     def evaluate(self, cfg: DetectConfig, args) -> int:

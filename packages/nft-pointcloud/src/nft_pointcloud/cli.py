@@ -93,9 +93,10 @@ class PointCloudCLI(TaskCLI):
                 sys.stderr.write(f"backdoored model: {cfg.attack.name} on {cfg.data.name} (cached after the first run)\n")
             run = backdoor(cfg, device=device, progress=not args.quiet)
             attack_name = cfg.attack.name
-        self.purify_run(cfg, args, task="pointcloud", run=run, attack_name=attack_name,
+        _, text = self.purify_run(cfg, args, task="pointcloud", run=run, attack_name=attack_name,
                         adapter=PointCloudAdapter(run.num_classes), augmentation=build_augmentation(cfg),
                         device=device, unit="clouds")
+        print(text)
         return 0
 
     def evaluate(self, cfg: PointCloudConfig, args) -> int:

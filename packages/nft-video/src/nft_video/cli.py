@@ -93,9 +93,10 @@ class VideoCLI(TaskCLI):
             attack_name = cfg.attack.name
         skipped = run.meta.get("data", {}).get("skipped_count")
         note = f"; skipped videos {skipped}" if skipped and any(skipped.values()) else ""
-        self.purify_run(cfg, args, task="video", run=run, attack_name=attack_name,
+        _, text = self.purify_run(cfg, args, task="video", run=run, attack_name=attack_name,
                         adapter=VideoAdapter(run.num_classes), augmentation=build_augmentation(cfg), device=device,
                         unit="clips", note=note, extra={"skipped_videos": run.meta.get("data", {}).get("skipped")})
+        print(text)
         return 0
 
     def evaluate(self, cfg: VideoConfig, args) -> int:

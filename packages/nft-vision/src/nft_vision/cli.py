@@ -95,9 +95,10 @@ class VisionCLI(TaskCLI):
                 sys.stderr.write(f"backdoored model: {cfg.attack.name} on {cfg.data.name} (cached after the first run)\n")
             run = backdoor(cfg, device=device, progress=not args.quiet)
             attack_name = cfg.attack.name
-        self.purify_run(cfg, args, task="vision", run=run, attack_name=attack_name,
+        _, text = self.purify_run(cfg, args, task="vision", run=run, attack_name=attack_name,
                         adapter=_adapter(run.num_classes), augmentation=build_augmentation(cfg), device=device,
                         unit="images")
+        print(text)
         return 0
 
     def evaluate(self, cfg: VisionConfig, args) -> int:

@@ -50,12 +50,13 @@ def load_state_dict(path: str | os.PathLike, *, trust: bool = False, map_locatio
         try:
             state = torch.load(p, map_location=map_location, weights_only=not trust)
         except pickle.UnpicklingError as e:
-            if not trust:
+            if not trust and "unsupported global" in str(e).lower():  # a class/function to import: code
                 raise CheckpointError(
                     f"{p}: checkpoint holds pickled Python objects that could run code on load; "
                     "refused (pass --trust-checkpoint / trust=True only for files you trust)"
                 ) from e
-            raise CheckpointError(f"{p}: corrupt checkpoint ({e})") from e
+            raise CheckpointError(f"{p}: corrupt checkpoint, not a torch or safetensors file "
+                                  f"({str(e).splitlines()[0][:120]})") from e
         except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError, KeyError) as e:
             raise CheckpointError(f"{p}: corrupt or truncated checkpoint ({type(e).__name__}: {e})") from e
     return _unwrap(state, p)

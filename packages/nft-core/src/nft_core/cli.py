@@ -88,11 +88,11 @@ def cmd_matrix(args) -> int:
     baseline = None if args.baseline == "none" else args.baseline
     if args.out:
         with run_directory(args.out) as d:
-            rows = run_matrix(args.tasks, quick=args.quick, baseline=baseline, out=d, log=log)
+            rows = run_matrix(args.tasks, quick=args.quick, baseline=baseline, out=d, log=log, ray=args.ray)
             write_json(d / "matrix.json", rows)
             (d / "matrix.md").write_text(matrix_markdown(rows) + "\n")
     else:
-        rows = run_matrix(args.tasks, quick=args.quick, baseline=baseline, log=log)
+        rows = run_matrix(args.tasks, quick=args.quick, baseline=baseline, log=log, ray=args.ray)
     print(matrix_markdown(rows))
     print(f"\n{len(rows)} runs in {time.perf_counter() - t0:.0f} s{' (quick settings)' if args.quick else ''}")
     return 1 if any("error" in r for r in rows) else 0
@@ -113,6 +113,8 @@ def _main(argv=None) -> int:
     m.add_argument("--baseline", default="ftsam", help="baseline defense beside NFT ('none' to skip)")
     m.add_argument("--out", help="folder for the run directories and matrix.md / matrix.json")
     m.add_argument("--quiet", action="store_true")
+    m.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run the tasks as Ray tasks: a local cluster, or ADDRESS (auto | ray://host:10001)")
     args = p.parse_args(argv)
     setup_logging(getattr(args, "quiet", False))
     return {"list": cmd_list, "demo": cmd_demo, "matrix": cmd_matrix}[args.cmd](args)

@@ -34,6 +34,8 @@ from .adapters import model_device
 from .augment import MixUp
 from .contracts import Augmentation, PurifyResult, TaskAdapter
 from .data import BatchSource
+from .distributed import all_reduce_grads, all_reduce_sum, shard_batch
+from .distributed import world as dist_world
 from .errors import CheckpointError
 from .masks import LayerHandler, NeuronMasks
 from .schedules import Schedule
@@ -69,6 +71,9 @@ class NFTConfig:
 
     ``steps``: total optimizer steps, overriding ``epochs`` (an epoch is ceil(N/batch) steps).
     ``placement``: ``"bn"`` masks a conv feeding BatchNorm at BN's γ; ``"weight"`` masks the conv itself.
+    ``tune_bias`` (the paper's Table 23 ablation; ``False`` = the paper, which freezes biases): the biases
+    of the masked layers (BN's β under ``placement="bn"``) are trained too, same optimizer and lr as the
+    masks, snapshotted with them by ``guard`` and resume; the folded model keeps the tuned biases.
     ``model_mode``: ``"eval"`` keeps BatchNorm statistics and dropout frozen while tuning (the default,
     see README for the measurement); ``"train"`` is the authors' code.
     ``eta``: regularizer weight η; the loss adds ``eta / N_c * ||m - 1||_1``.
@@ -80,6 +85,9 @@ class NFTConfig:
     metric stayed within ``guard`` of the original model's are the ones folded (the Fine-Pruning
     principle: shrink until clean accuracy drops). Both use the clean validation data only.
     See README "NFT recipes" for the measurements.
+    ``distributed``: when a ``torch.distributed`` process group is running (e.g. under ``torchrun``),
+    every rank draws the same batch and computes its shard, mask gradients are all-reduced and only rank 0
+    writes checkpoints (:mod:`nft_core.distributed`); ``False`` ignores the group.
     """
 
     epochs: int = 100
@@ -95,6 +103,7 @@ class NFTConfig:
     skip_first: bool = True
     include: Sequence[str] | None = None
     exclude: Sequence[str] | None = None
+    tune_bias: bool = False
     amp: bool = False
     device: str | None = None
     seed: int = 0
@@ -106,13 +115,16 @@ class NFTConfig:
     shrink: float = 0.0
     shrink_fraction: float = 1.0
     guard: float | None = None
+    distributed: bool = True
 
 
 class NFT:
     """The NFT defense (``purify(model, data, adapter) -> PurifyResult``).
 
     Args:
-        augmentation: an :class:`~nft_core.contracts.Augmentation`; default ``MixUp(1.0)``.
+        augmentation: an :class:`~nft_core.contracts.Augmentation`; default ``MixUp(1.0)``. If it has a
+            ``bind`` method, ``bind(model, adapter)`` is called once before training with the masked model
+            being tuned (for model-dependent augmentations such as PGD adversarial examples).
         eval_data: optional data passed to ``adapter.evaluate`` every ``eval_every`` epochs (recorded in
             the history; never used to make a decision).
         callbacks: ``fn(epoch, history_row, nft)`` after every epoch.
@@ -179,7 +191,9 @@ class NFT:
         n_c = adapter.samples_per_class(data) if hasattr(adapter, "samples_per_class") else float(len(data))
         reg_weight = c.eta / max(n_c, 1e-12)
 
-        opt = torch.optim.SGD(masks.parameters(), lr=c.lr, momentum=c.momentum)
+        self._tuned = self._masked_biases(masks) if c.tune_bias else {}
+        trained = {**masks.masks, **self._tuned}  # what the guard snapshots and a resume restores
+        opt = torch.optim.SGD([*masks.parameters(), *self._tuned.values()], lr=c.lr, momentum=c.momentum)
         spe = source.steps_per_epoch
         total = c.steps if c.steps is not None else c.epochs * spe
         epochs = math.ceil(total / spe)
@@ -195,17 +209,21 @@ class NFT:
         guard_ref = guard_state.get("ref")
         if c.guard is not None and guard_ref is None:
             guard_ref = adapter.evaluate(work, data)[metric_key]
-        best_masks = guard_state.get("masks") or {k: v.detach().clone() for k, v in masks.masks.items()}
+        best_masks = guard_state.get("masks") or {k: v.detach().clone() for k, v in trained.items()}
         best_epoch = guard_state.get("epoch", 0)
 
         work.train(c.model_mode == "train")
+        if callable(getattr(self.augmentation, "bind", None)):  # model-dependent augmentations (e.g. PGD)
+            self.augmentation.bind(work, adapter)
         amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=c.amp)
         bar = None
-        if c.progress:
+        if c.progress and (dist_world()[0] == 0 or not c.distributed):
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total, initial=min(total, start_epoch * spe), desc="nft", unit="step")
         step = start_epoch * spe
+        rank, world_size = dist_world() if c.distributed else (0, 1)
+        shard = getattr(adapter, "shard", shard_batch)
         try:
             for epoch in range(start_epoch, epochs):
                 loss_sum = torch.zeros((), device=device)
@@ -214,13 +232,21 @@ class NFT:
                     for g in opt.param_groups:  # cosine decay from lr to lr_min over all steps
                         g["lr"] = c.lr_min + (c.lr - c.lr_min) * 0.5 * (1 + math.cos(math.pi * step / total))
                     batch = self.augmentation(source.next(), gen)
+                    share = 1.0
+                    if world_size > 1:  # same batch on every rank; each computes its shard (distributed.py)
+                        batch, share = shard(batch, rank, world_size)
                     with amp:
                         loss = adapter.loss(work, batch)
-                    objective = loss.float() + reg_weight * masks.l1_distance()
+                    objective = loss.float() * share
+                    reg = reg_weight * masks.l1_distance()
                     if c.shrink and step < c.shrink_fraction * total:
-                        objective = objective + c.shrink * masks.mask_sum()
+                        reg = reg + c.shrink * masks.mask_sum()
+                    objective = objective + reg / world_size  # summed over ranks below: counted once
                     opt.zero_grad(set_to_none=True)
                     objective.backward()
+                    if world_size > 1:
+                        all_reduce_grads([p for g in opt.param_groups for p in g["params"]])  # masks (+ biases)
+                        loss = loss * share * world_size  # so the epoch loss summed over ranks is the mean
                     opt.step()
                     masks.clip_()
                     loss_sum += loss.detach().float()
@@ -228,6 +254,8 @@ class NFT:
                     step += 1
                     if bar is not None:
                         bar.update(1)
+                if world_size > 1:
+                    loss_sum = all_reduce_sum(loss_sum) / world_size
                 row = self._row(epoch, loss_sum / max(n_steps, 1), masks, opt, reg_weight)
                 if self.eval_data is not None and c.eval_every and (epoch + 1) % c.eval_every == 0:
                     was = work.training
@@ -238,12 +266,12 @@ class NFT:
                     row["val_" + metric_key] = adapter.evaluate(work, data)[metric_key]
                     work.train(was)
                     if guard_ref - row["val_" + metric_key] <= c.guard:
-                        best_masks = {k: v.detach().clone() for k, v in masks.masks.items()}
+                        best_masks = {k: v.detach().clone() for k, v in trained.items()}
                         best_epoch = epoch + 1
                 history.append(row)
                 for cb in self.callbacks:
                     cb(epoch, row, self)
-                if ckpt is not None and c.checkpoint_every and (epoch + 1) % c.checkpoint_every == 0:
+                if ckpt is not None and c.checkpoint_every and (epoch + 1) % c.checkpoint_every == 0 and rank == 0:
                     guard_state = {"ref": guard_ref, "masks": best_masks, "epoch": best_epoch}
                     self._save_state(ckpt, epoch + 1, masks, opt, gen, history, fingerprint, guard_state)
         finally:
@@ -252,7 +280,7 @@ class NFT:
         if guard_ref is not None:
             with torch.no_grad():
                 for k, v in best_masks.items():
-                    masks.masks[k].copy_(v)
+                    trained[k].copy_(v)
         mask_values = masks.mask_dict()
         purified = masks.fold()
         for p, q in zip(purified.parameters(), model.parameters()):
@@ -268,6 +296,7 @@ class NFT:
             "skipped": masks.skipped,
             "samples_per_class": n_c,
             "steps": step,
+            "world_size": world_size,
             "guard_reference": guard_ref,
             "selected_epoch": best_epoch if guard_ref is not None else epochs,
         }
@@ -289,17 +318,32 @@ class NFT:
 
     def _fingerprint(self, masks: NeuronMasks, n: int) -> str:
         c = _jsonable(asdict(self.config))
-        for k in ("checkpoint_dir", "checkpoint_every", "resume", "progress", "eval_every", "device"):
+        for k in ("checkpoint_dir", "checkpoint_every", "resume", "progress", "eval_every", "device",
+                  "distributed"):
             c.pop(k, None)
         key = json.dumps([c, [s.name for s in masks.sites], n, repr(self.augmentation)], sort_keys=True)
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
     @staticmethod
-    def _save_state(path: Path, epoch, masks, opt, gen, history, fingerprint, guard_state) -> None:
+    def _masked_biases(masks: NeuronMasks) -> dict[str, nn.Parameter]:
+        """``tune_bias``: the bias parameters of every masked layer (BN's β under ``placement="bn"``), made
+        trainable, keyed ``bias:<module>.<param>``. The NFT paper (Karim et al., ECCV 2024, Sec. 4.2 and
+        Table 23) freezes them; tuning them is its ablation."""
+        out: dict[str, nn.Parameter] = {}
+        seen: set[int] = set()
+        for site in masks.sites:
+            for pname, p in site.module.named_parameters():
+                if "bias" in pname.rsplit(".", 1)[-1] and id(p) not in seen:
+                    seen.add(id(p))
+                    p.requires_grad_(True)
+                    out[f"bias:{site.name}.{pname}"] = p
+        return out
+
+    def _save_state(self, path: Path, epoch, masks, opt, gen, history, fingerprint, guard_state) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {
             "epoch": epoch,
-            "masks": {k: v.detach().cpu() for k, v in masks.masks.items()},
+            "masks": {k: v.detach().cpu() for k, v in {**masks.masks, **getattr(self, "_tuned", {})}.items()},
             "optimizer": opt.state_dict(),
             "generator": gen.get_state(),
             "history": history,
@@ -310,17 +354,17 @@ class NFT:
         torch.save(state, tmp)
         os.replace(tmp, path)  # atomic: a kill leaves the previous checkpoint intact
 
-    @staticmethod
-    def _load_state(path: Path, masks, opt, gen, fingerprint):
+    def _load_state(self, path: Path, masks, opt, gen, fingerprint):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any failure to read means a bad file
             raise CheckpointError(f"{path}: cannot read the NFT resume state ({type(e).__name__}: {e})") from e
         if state.get("fingerprint") != fingerprint:
             raise CheckpointError(f"{path}: the resume state was written by a run with other settings or data")
+        trained = {**masks.masks, **getattr(self, "_tuned", {})}
         with torch.no_grad():
             for k, v in state["masks"].items():
-                masks.masks[k].copy_(v)
+                trained[k].copy_(v)
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
         return int(state["epoch"]), list(state["history"]), dict(state.get("guard") or {})

@@ -59,8 +59,12 @@ def purify_and_report(
     config: Any = None,
     attack: str | None = None,
     extra: dict[str, Any] | None = None,
+    files: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run ``defense`` and write the run directory ``out`` (skipped when ``out`` is None).
+
+    ``files`` maps extra file names to ``write(path)`` callables run inside the same atomic directory
+    (e.g. the tokenizer of a text model), so they appear together with the rest or not at all.
 
     Returns the report dict (``before``, ``after``, ``wall_time``, ``history``, ``info`` …).
     """
@@ -98,6 +102,8 @@ def purify_and_report(
     if out is not None:
         with run_directory(out) as d:
             _write_run(Path(d), result, report, config)
+            for name, write in (files or {}).items():
+                write(Path(d) / name)
     return report
 
 

@@ -1,4 +1,5 @@
-"""Figures for reports: per-layer mask heatmap and metrics per epoch (matplotlib, Agg backend)."""
+"""Figures for reports: per-layer mask heatmap, metrics per epoch and t-SNE views of penultimate features
+before and after purification (matplotlib, Agg backend)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["mask_heatmap", "history_plot"]
+__all__ = ["mask_heatmap", "history_plot", "tsne_embed", "tsne_plot"]
 
 
 def _plt():
@@ -55,6 +56,64 @@ def history_plot(history: list[dict[str, float]], keys: list[str], path: str | o
         ax.plot([p[0] for p in pts], [p[1] for p in pts], label=k)
     ax.set_xlabel("epoch")
     ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def tsne_embed(features: Tensor, *, seed: int = 0, perplexity: float = 30.0) -> Tensor:
+    """2-D t-SNE embedding (scikit-learn, Barnes-Hut) of ``features`` ``(N, F)``; deterministic for a seed.
+
+    The perplexity is capped below ``(N - 1) / 3`` so that a small sample still embeds."""
+    from sklearn.manifold import TSNE
+
+    x = features.detach().float().cpu().numpy()
+    n = x.shape[0]
+    if n < 3:
+        raise ValueError(f"t-SNE needs at least 3 points, got {n}")
+    perp = min(perplexity, max(1.0, (n - 1) / 3.0 - 1e-6))
+    tsne = TSNE(n_components=2, perplexity=perp, init="pca" if x.shape[1] >= 2 else "random",
+                learning_rate="auto", random_state=seed)
+    return torch.from_numpy(tsne.fit_transform(x)).float()
+
+
+def tsne_plot(features: dict[str, Tensor], labels: Tensor, poisoned: Tensor, path: str | os.PathLike, *,
+              seed: int = 0, title: str | None = None, poisoned_label: str = "poisoned test") -> Path:
+    """One t-SNE panel per entry of ``features`` (e.g. ``{"backdoored": f0, "after NFT": f1}``), as in the NFT
+    paper's Fig. 1 (Karim et al., ECCV 2024): every panel embeds the same N points, clean test points coloured
+    by class, poisoned (triggered) test points drawn as black crosses, so a "poison cluster" beside the target
+    class — and its dissolution after purification — is visible.
+
+    ``features[k]``: ``(N, F)``; ``labels``: ``(N,)`` class ids (true classes, also for poisoned points);
+    ``poisoned``: ``(N,)`` bool.
+    """
+    plt = _plt()
+    labels = torch.as_tensor(labels).long().cpu()
+    poisoned = torch.as_tensor(poisoned).bool().cpu()
+    for k, f in features.items():
+        if f.shape[0] != labels.numel() or poisoned.numel() != labels.numel():
+            raise ValueError(f"t-SNE panel {k!r}: {f.shape[0]} feature rows for {labels.numel()} labels "
+                             f"and {poisoned.numel()} poisoned flags")
+    classes = sorted(set(labels[~poisoned].tolist()))
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20" if len(classes) <= 20 else "gist_ncar")
+    colour = {c: cmap(i / max(len(classes) - 1, 1) if len(classes) > 20 else i) for i, c in enumerate(classes)}
+    fig, axes = plt.subplots(1, len(features), figsize=(4.2 * len(features) + 1.2, 4.2), squeeze=False)
+    for ax, (name, f) in zip(axes[0], features.items()):
+        xy = tsne_embed(f, seed=seed).numpy()
+        for c in classes:
+            sel = ((labels == c) & ~poisoned).numpy()
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=7, color=colour[c], label=str(c) if len(classes) <= 20 else None)
+        if poisoned.any():
+            sel = poisoned.numpy()
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=16, marker="x", color="black", linewidths=0.8, label=poisoned_label)
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=1.5)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

@@ -19,14 +19,24 @@ __all__ = ["run_directory", "write_json", "write_report"]
 @contextmanager
 def run_directory(out: str | os.PathLike, overwrite: bool = True):
     """Yield a temporary directory next to ``out``; on success it is renamed to ``out`` (replacing an
-    existing one if ``overwrite``); on any error it is removed, leaving nothing half-written."""
+    existing one if ``overwrite``); on any error it is removed, leaving nothing half-written.
+    Under ``torchrun`` only rank 0 publishes: the other ranks write into a private temporary directory
+    that is removed at the end (every rank runs the same code, one writes the result)."""
+    from .distributed import is_main
+
+    if not is_main():
+        with tempfile.TemporaryDirectory(prefix="nft-rank-") as scratch:
+            yield Path(scratch)
+        return
     out = Path(out)
     parent = out.parent if str(out.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=parent))
     except OSError as e:
-        raise NFTInputError(f"{out}: output directory is not writable ({e.strerror or e})") from e
+        blocker = next((q for q in [parent, *parent.parents] if q.exists() and not q.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker else (e.strerror or str(e))
+        raise NFTInputError(f"{out}: output directory is not writable ({why})") from e
     try:
         yield tmp
         if out.exists():

@@ -9,8 +9,11 @@ bad input -> one line on stderr, exit 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +52,14 @@ class TaskCLI:
     # -- shared ------------------------------------------------------------
     def purify_run(self, cfg: Any, args: argparse.Namespace, *, task: str, run: Any, attack_name: str,
                    adapter: Any, augmentation: Any, device: Any, unit: str = "samples",
-                   extra: dict[str, Any] | None = None, note: str = "") -> tuple[dict[str, Any], str]:
+                   extra: dict[str, Any] | None = None, note: str = "", defense_options: dict[str, Any] | None = None,
+                   files: dict[str, Any] | None = None) -> tuple[dict[str, Any], str]:
         """The end of every ``purify`` verb: defense options (seed, device, progress, ``--resume``) and
         :func:`~nft_core.pipeline.purify_and_report`. Returns the report and the before/after table with a
         summary line, for the CLI to print. ``run`` has ``model``, ``val``, ``eval_data`` and ``meta``;
-        ``cfg`` has ``seed`` and ``defense.resolved_options()``."""
+        ``cfg`` has ``seed`` and ``defense.resolved_options()``. ``defense_options`` are added to NFT's
+        options (task specifics, e.g. layers to leave unmasked); ``files`` are extra ``name -> write(path)``
+        outputs of the run directory (see :func:`~nft_core.pipeline.purify_and_report`)."""
         from .pipeline import build_defense, purify_and_report
         from .runs import format_table
 
@@ -63,6 +69,7 @@ class TaskCLI:
             options.setdefault("seed", cfg.seed)
             options.setdefault("progress", not args.quiet)
             options["device"] = str(device)
+            options.update(defense_options or {})
             state_dir = str(Path(out).with_name(Path(out).name + ".state"))
             if getattr(args, "resume", False):
                 options.update(checkpoint_dir=state_dir, resume=True,
@@ -72,7 +79,8 @@ class TaskCLI:
         defense = build_defense(cfg.defense.name, options, augmentation)
         report = purify_and_report(task=task, model=run.model, val_data=run.val, eval_data=run.eval_data,
                                    adapter=adapter, defense=defense, out=out, config=cfg, attack=attack_name,
-                                   extra={"validation_indices": run.meta.get("val_indices"), **(extra or {})})
+                                   extra={"validation_indices": run.meta.get("val_indices"), **(extra or {})},
+                                   files=files)
         text = (format_table(report["before"], report["after"])
                 + f"\n\n{report['defense']} ({report.get('recipe') or 'defaults'}): {report['wall_time']:.1f} s "
                 f"on {device}; {len(run.val)} validation {unit}{note} -> {out}")
@@ -110,6 +118,10 @@ class TaskCLI:
             doc = (getattr(type(self), verb).__doc__ or "").strip().splitlines()
             sp = sub.add_parser(verb, help=doc[0] if doc else verb)
             add_common_args(sp)
+            if verb == "bench":
+                sp.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                                help="run the grid's cells as Ray tasks: a local cluster, or ADDRESS "
+                                     "(auto | ray://host:10001)")
             self.add_verb_args(verb, sp)
         return p
 
@@ -117,7 +129,26 @@ class TaskCLI:
         args = self.parser().parse_args(argv)
         setup_logging(args.quiet)
         cfg = self.load(args)
-        return int(getattr(self, args.verb)(cfg, args) or 0)
+        from . import distributed
+
+        if getattr(args, "ray", None):
+            from .bench import ray_cluster
+
+            with ray_cluster(args.ray):
+                return int(getattr(self, args.verb)(cfg, args) or 0)
+        if not distributed.init_from_env(getattr(cfg, "device", None) or args.device):
+            return int(getattr(self, args.verb)(cfg, args) or 0)
+        # torchrun: every rank runs the verb (the collectives need all of them); rank 0 alone writes the
+        # run directory and prints, the others log warnings only and write nothing.
+        main_rank = distributed.is_main()
+        if not main_rank:
+            logging.getLogger().setLevel(logging.WARNING)
+            args.quiet = True
+        try:
+            with contextlib.redirect_stdout(sys.stdout if main_rank else io.StringIO()):
+                return int(getattr(self, args.verb)(cfg, args) or 0)
+        finally:
+            distributed.shutdown()
 
     def main(self, argv=None) -> int:
         return cli_entry(self.run, argv)

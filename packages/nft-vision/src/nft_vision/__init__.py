@@ -16,7 +16,9 @@ from .attacks import (
     Trojan,
     WaNet,
 )
-from .augment import CutMix, CutOut
+from .augment import AugMix, CutMix, CutOut, RandAugment
+from .augment_adv import PGD
+from .backdoorbench import BackdoorBenchResult, load_backdoorbench
 from .data import (
     load_cifar10,
     load_cifar100,
@@ -24,13 +26,14 @@ from .data import (
     load_gtsrb,
     load_image_folder,
     load_npz,
+    load_procedural,
     split_validation,
 )
 from .models import VGG16, Normalize, PreActResNet18, SmallCNN, create_model
 
 __all__ = [
-    "ATTACKS", "Attack", "BPPA", "BadNets", "Blend", "CBA", "CLB", "CutMix", "CutOut", "Dynamic", "FBA", "ISSBA",
-    "LIRA", "Normalize", "PreActResNet18", "SIG", "SmallCNN", "Trojan", "VGG16", "WaNet", "create_model",
-    "load_cifar10", "load_cifar100", "load_digits_default", "load_gtsrb", "load_image_folder", "load_npz",
-    "split_validation",
+    "ATTACKS", "Attack", "AugMix", "BPPA", "BackdoorBenchResult", "BadNets", "Blend", "CBA", "CLB", "CutMix",
+    "CutOut", "Dynamic", "FBA", "ISSBA", "LIRA", "Normalize", "PGD", "PreActResNet18", "RandAugment", "SIG",
+    "SmallCNN", "Trojan", "VGG16", "WaNet", "create_model", "load_backdoorbench", "load_cifar10", "load_cifar100",
+    "load_digits_default", "load_gtsrb", "load_image_folder", "load_npz", "load_procedural", "split_validation",
 ]

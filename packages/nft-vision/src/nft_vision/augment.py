@@ -1,11 +1,17 @@
-"""Cut-based augmentations for image batches ``(x, y, *rest)`` with ``x`` (B, C, H, W).
+"""Image augmentations for batches ``(x, y, *rest)`` with ``x`` float (B, C, H, W) in [0, 1].
 
-Both follow :class:`nft_core.contracts.Augmentation`: every random parameter is drawn once per call from
-the ``torch.Generator`` passed in (never the global RNG), and the input batch is not modified.
+All follow :class:`nft_core.contracts.Augmentation`: every random parameter comes from the
+``torch.Generator`` passed in (never the global RNG), and the input batch is not modified. CutMix and CutOut
+are batched tensor code; RandAugment and AugMix wrap ``torchvision.transforms.v2`` (which draws from the
+global RNG) under a *forked* global RNG seeded from the generator, so the caller's global RNG state is
+unchanged and the same generator seed gives the same output. The model-dependent PGD augmentation is in
+:mod:`nft_vision.augment_adv`.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -13,7 +19,7 @@ import torch
 from nft_core.augment import sample_beta
 from nft_core.contracts import MixedTarget
 
-__all__ = ["CutMix", "CutOut"]
+__all__ = ["AugMix", "CutMix", "CutOut", "RandAugment", "forked_rng"]
 
 
 class CutMix:
@@ -73,3 +79,84 @@ class CutOut:
 
     def __repr__(self) -> str:
         return f"CutOut(length={self.length}, fill={self.fill})"
+
+
+@contextlib.contextmanager
+def forked_rng(generator: torch.Generator) -> Iterator[None]:
+    """Run a block that uses torch's global CPU RNG (e.g. torchvision v2 transforms) deterministically from
+    ``generator``: one seed is drawn from ``generator``, the global CPU RNG is forked, seeded with it, and
+    restored on exit. Only the CPU generator is touched (``torch.manual_seed`` would also reseed CUDA)."""
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(seed)
+        yield
+
+
+class _PerImageV2:
+    """Apply a ``torchvision.transforms.v2`` transform image by image (a v2 transform called on a batch
+    would share one set of random parameters across it). Images go to uint8 on the CPU (the photometric
+    ops of RandAugment/AugMix are defined on 0..255 images; the inputs are quantized to 1/255) and come
+    back as floats in [0, 1] on the input's device and dtype."""
+
+    transform: Any
+
+    def __call__(self, batch: Any, generator: torch.Generator) -> Any:
+        x, *rest = batch
+        if x.ndim != 4:
+            raise ValueError(f"{type(self).__name__} expects images (B, C, H, W), got shape {tuple(x.shape)}")
+        u8 = x.detach().clamp(0, 1).mul(255).round().to(device="cpu", dtype=torch.uint8)
+        out = torch.empty_like(u8)
+        with forked_rng(generator):
+            for i in range(u8.shape[0]):
+                out[i] = self.transform(u8[i])
+        return (out.to(device=x.device, dtype=x.dtype).div_(255), *rest)
+
+
+class RandAugment(_PerImageV2):
+    """RandAugment (Cubuk et al., "RandAugment: Practical Automated Data Augmentation with a Reduced Search
+    Space", CVPRW 2020) via ``torchvision.transforms.v2.RandAugment``: per image, ``num_ops`` operations
+    drawn uniformly from the 14 of the paper (identity, shear x/y, translate x/y, rotate, brightness,
+    colour, contrast, sharpness, posterize, solarize, auto-contrast, equalize), each at ``magnitude`` on a
+    0..30 scale (``num_magnitude_bins`` = 31). Defaults are NFT's Table 15 setting (Supplementary: four
+    operations, intensity 10, on the 0..30 scale of the implementation the NFT authors used). Targets are
+    unchanged."""
+
+    def __init__(self, num_ops: int = 4, magnitude: int = 10, num_magnitude_bins: int = 31, fill: float = 0.0):
+        from torchvision.transforms import v2
+
+        if num_ops < 1:
+            raise ValueError(f"RandAugment num_ops must be >= 1, got {num_ops}")
+        if not 0 <= magnitude < num_magnitude_bins:
+            raise ValueError(f"RandAugment magnitude must be in [0, {num_magnitude_bins - 1}], got {magnitude}")
+        self.num_ops, self.magnitude, self.num_magnitude_bins, self.fill = num_ops, magnitude, num_magnitude_bins, fill
+        self.transform = v2.RandAugment(num_ops=num_ops, magnitude=magnitude, num_magnitude_bins=num_magnitude_bins,
+                                        fill=round(fill * 255))
+
+    def __repr__(self) -> str:
+        return f"RandAugment(num_ops={self.num_ops}, magnitude={self.magnitude}, bins={self.num_magnitude_bins})"
+
+
+class AugMix(_PerImageV2):
+    """AugMix (Hendrycks et al., "AugMix: A Simple Data Processing Method to Improve Robustness and
+    Uncertainty", ICLR 2020) via ``torchvision.transforms.v2.AugMix``: per image, ``width`` chains of 1-3
+    random operations (``depth=-1``) at up to ``severity`` are mixed with Dirichlet(α) weights, and the mix
+    is blended with the original with a Beta(α, α) weight. Defaults are NFT's Table 15 setting
+    (Supplementary: severity 5, 3 chains, α = 1). Only the augmented image is produced (NFT trains on it with
+    its usual loss; AugMix's Jensen-Shannon consistency term over three views is not used). Targets are
+    unchanged."""
+
+    def __init__(self, severity: int = 5, width: int = 3, depth: int = -1, alpha: float = 1.0,
+                 all_ops: bool = True):
+        from torchvision.transforms import v2
+
+        if not 1 <= severity <= 10:
+            raise ValueError(f"AugMix severity must be in 1..10, got {severity}")
+        if width < 1 or alpha <= 0:
+            raise ValueError(f"AugMix needs width >= 1 and alpha > 0, got width={width}, alpha={alpha}")
+        self.severity, self.width, self.depth, self.alpha, self.all_ops = severity, width, depth, alpha, all_ops
+        self.transform = v2.AugMix(severity=severity, mixture_width=width, chain_depth=depth, alpha=alpha,
+                                   all_ops=all_ops)
+
+    def __repr__(self) -> str:
+        return (f"AugMix(severity={self.severity}, width={self.width}, depth={self.depth}, alpha={self.alpha}, "
+                f"all_ops={self.all_ops})")

@@ -5,6 +5,9 @@
     nft-vision purify --model mypkg.nets:build --checkpoint suspect.safetensors \\
         --val val.npz --test test.npz --poisoned poisoned.npz --target 0 --out runs/mine
     nft-vision evaluate --model ... --checkpoint runs/mine/purified.safetensors --test ... --poisoned ...
+    nft-vision purify --backdoorbench record/badnet/attack_result.pt --trust-checkpoint --model pkg.mod:PreActResNet18 \
+        --val val.npz --test test.npz --cfg-options "model.mean=[0.4914,0.4822,0.4465]" "model.std=[0.247,0.243,0.261]"
+    nft-vision purify --cfg-options data.name=procedural augmentation.name=pgd   # NFT-Adv (Table 15)
     nft-vision bench --cfg-options "bench.defenses=['nft','ft']" --out runs/bench
 """
 
@@ -43,6 +46,9 @@ class VisionCLI(TaskCLI):
         g.add_argument("--test", help="clean test set: ImageFolder dir or .npz")
         g.add_argument("--poisoned", help="poisoned test set with TRUE labels: ImageFolder dir or .npz")
         g.add_argument("--target", type=int, help="the attack's target class")
+        g.add_argument("--backdoorbench", metavar="PATH",
+                       help="BackdoorBench attack_result.pt: weights, class count and poisoned test set "
+                            "(with --model, --val, --test; needs --trust-checkpoint)")
         if verb in ("purify", "bench"):
             p.add_argument("--defense", help="nft (default) or a baseline: ft fp anp awm ftsam rnp ibau nad mcr")
         if verb == "purify":
@@ -54,6 +60,7 @@ class VisionCLI(TaskCLI):
             "model": ("model", "spec"), "checkpoint": ("model", "checkpoint"), "num_classes": ("data", "num_classes"),
             "val": ("data", "val_path"), "test": ("data", "test_path"), "poisoned": ("data", "poisoned_path"),
             "target": ("attack", "target"), "defense": ("defense", "name"),
+            "backdoorbench": ("data", "backdoorbench_path"),
         }.items():
             value = getattr(args, flag, None)
             if value is not None:
@@ -87,9 +94,9 @@ class VisionCLI(TaskCLI):
     def purify(self, cfg: VisionConfig, args) -> int:
         """Purify a model (the embedded default without --cfg/--checkpoint) and write a run directory."""
         device = resolve_device(cfg.device)
-        if cfg.model.checkpoint:
+        if cfg.model.checkpoint or cfg.data.backdoorbench_path:
             run = load_user_inputs(cfg, trust=args.trust_checkpoint, device=device)
-            attack_name = "user"
+            attack_name = run.meta["attack"]
         else:
             if not args.quiet:
                 sys.stderr.write(f"backdoored model: {cfg.attack.name} on {cfg.data.name} (cached after the first run)\n")
@@ -103,7 +110,7 @@ class VisionCLI(TaskCLI):
 
     def evaluate(self, cfg: VisionConfig, args) -> int:
         """Evaluate a checkpoint: ACC on the clean test set, ASR/LCR on the poisoned test set."""
-        if not cfg.model.checkpoint:
+        if not (cfg.model.checkpoint or cfg.data.backdoorbench_path):
             run = backdoor(cfg, progress=not args.quiet)
         else:
             run = load_user_inputs(cfg, trust=args.trust_checkpoint)

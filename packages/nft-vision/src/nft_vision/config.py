@@ -10,12 +10,17 @@ from nft_core.nft import recipe_options
 
 @dataclass
 class DataConfig:
-    """``name``: digits (embedded) | cifar10 | cifar100 | gtsrb | imagefolder | npz.
+    """``name``: digits (embedded) | procedural (embedded, CIFAR-scale) | cifar10 | cifar100 | gtsrb |
+    imagefolder | npz.
     ``root``: dataset folder (cifar/gtsrb: the extracted folder; imagefolder: a folder with train/ and
     test/; npz: a folder with train.npz and test.npz). Validation: ``val_ratio`` of each class of the
     clean training data, or ``val_per_class`` samples per class (1 = one-shot).
+    ``options``: loader options; for ``procedural``: ``n_train`` (50000), ``n_test`` (10000), ``seed``
+    (0) — images are ``image_size``×``image_size`` (see :mod:`nft_vision.procedural`).
     To purify your own model supply ``val_path`` (ImageFolder or .npz), ``test_path`` (clean test) and
-    ``poisoned_path`` (triggered test images with their *true* labels); then no training set is read."""
+    ``poisoned_path`` (triggered test images with their *true* labels); then no training set is read.
+    ``backdoorbench_path``: a BackdoorBench ``attack_result.pt`` (Wu et al., NeurIPS 2022 D&B) that supplies
+    the model weights, the class count and the poisoned test set (needs ``--trust-checkpoint``)."""
 
     name: str = "digits"
     root: str | None = None
@@ -26,6 +31,8 @@ class DataConfig:
     test_path: str | None = None
     poisoned_path: str | None = None
     num_classes: int | None = None
+    options: dict = field(default_factory=dict)
+    backdoorbench_path: str | None = None
 
 
 @dataclass
@@ -55,12 +62,13 @@ class AttackConfig:
 
 @dataclass
 class TrainConfig:
-    """Training of the backdoored model (``attack`` verb and the embedded default)."""
+    """Training of the backdoored model (``attack`` verb and the embedded default). ``amp``: bf16 autocast."""
 
     epochs: int = 10
     lr: float = 0.05
     batch_size: int = 64
     augment: bool = False
+    amp: bool = False
 
 
 @dataclass
@@ -78,7 +86,9 @@ class DefenseConfig:
 
 @dataclass
 class AugmentationConfig:
-    """NFT's augmentation: mixup | cutmix | cutout | none."""
+    """NFT's augmentation: mixup | cutmix | cutout | augmix | randaugment | pgd | none; ``options`` go to its
+    constructor (e.g. ``{'alpha': 1.0}`` for mixup, ``{'norm': 'linf', 'eps': 0.0314, 'steps': 10}`` for pgd).
+    The defaults of augmix, randaugment and pgd are the NFT paper's Table 15 settings."""
 
     name: str = "mixup"
     options: dict = field(default_factory=dict)
@@ -87,11 +97,44 @@ class AugmentationConfig:
 @dataclass
 class BenchConfig:
     """``bench`` grid: attacks × defenses (each cell: the same model, validation data, seed, device).
-    ``nft`` is NFT with ``defense.recipe``/``defense.options``; ``nft-paper`` is the paper's recipe."""
+    ``nft`` is NFT with ``defense.recipe``/``defense.options``; ``nft-paper`` is the paper's recipe.
+
+    ``ablation`` adds one NFT column per variant after ``defenses`` (``bench.defenses=[]`` for the ablation
+    alone), all on the same backdoored model, seed and device. Either one option swept over values::
+
+        bench.ablation={'name': 'eta', 'values': [0, 1e-4, 1e-3, 1e-2]}          # Table 26
+        bench.ablation={'name': 'val_size', 'values': [10, 50, 100, 250, 500]}   # Table 25
+        bench.ablation={'name': 'tune_bias', 'values': [False, True]}            # Table 23
+        bench.ablation={'name': 'augmentation', 'values': ['mixup', 'cutmix', 'cutout', 'none']}  # Table 15
+        bench.ablation={'name': 'schedule', 'values': ['exponential', 'cosine', 'linear']}  # family (Table 6)
+        bench.ablation={'name': 'alpha', 'values': [0.6, 0.7, 0.8, 0.9]}          # α (also 'beta'; Table 6)
+
+    or a list of named variants, each an options dict (Table 7: without MixUp, without the regularizer)::
+
+        bench.ablation={'variants': [{}, {'augmentation': 'none'}, {'eta': 0}, {'label': 'bare',
+                        'augmentation': 'none', 'eta': 0}]}
+
+    Option keys: any ``NFTConfig`` field (``eta``, ``tune_bias``, ``lr``, ``epochs``, ``shrink``, ``guard`` …);
+    ``schedule``: a family name or a dict ``{'family', 'alpha', 'beta'}`` merged over the base schedule, and
+    ``family``/``alpha``/``beta`` alone; ``augmentation``: a name of ``build_augmentation`` (mixup, cutmix, cutout,
+    augmix, randaugment, pgd, none) or ``{'name': ..., 'options': {...}}``; ``val_size``: NFT on a stratified,
+    seeded subset of that many validation samples (a multiple of the class count; sizes are nested; raise
+    ``data.val_ratio`` for large ones); ``recipe``: ``nft+`` or ``paper``; ``label``: the column name. A variant
+    starts from ``defense.recipe`` (nft+ by default) with ``defense.options`` and ``defense_options['nft']``, and
+    the ``augmentation`` section. Columns are named ``nft[eta=0.001]``, ``nft[augmentation=none,eta=0]`` …
+
+    ``tsne`` writes ``tsne_<attack>.png``: t-SNE of the penultimate features (input of the last
+    ``nn.Linear``) of the backdoored model and of the grid's first defense column, on at most
+    ``tsne_points`` test points (clean coloured by class, poisoned as black crosses; the paper's Fig. 1).
+    The features are taken in the process that runs the cell: under ``bench --ray`` no view is drawn (listed
+    under ``tsne_errors`` in results.json)."""
 
     attacks: list[str] = field(default_factory=lambda: ["badnets", "blend", "trojan", "sig", "wanet", "dynamic"])
     defenses: list[str] = field(default_factory=lambda: ["nft"])
     defense_options: dict = field(default_factory=dict)
+    ablation: dict = field(default_factory=dict)
+    tsne: bool = True
+    tsne_points: int = 500
 
 
 @dataclass
@@ -113,5 +156,10 @@ class VisionConfig:
         from dataclasses import asdict
 
         data = {k: v for k, v in asdict(self.data).items() if not k.startswith("val_") and not k.endswith("_path")}
+        if not data["options"]:  # keys written before data.options existed stay valid
+            del data["options"]
+        train = asdict(self.train)
+        if not train["amp"]:  # likewise for train.amp
+            del train["amp"]
         return {"data": data, "model": asdict(self.model), "attack": asdict(self.attack),
-                "train": asdict(self.train), "seed": self.seed}
+                "train": train, "seed": self.seed}

@@ -1,4 +1,6 @@
-"""Image-classification loaders for the real on-disk formats, plus the embedded default (sklearn digits).
+"""Image-classification loaders for the real on-disk formats, plus the embedded default (sklearn digits),
+the procedural CIFAR-scale set (:mod:`nft_vision.procedural`) and BackdoorBench's ``attack_result.pt``
+(:mod:`nft_vision.backdoorbench`).
 
 Every loader returns :class:`nft_core.data.TensorData` ``(x, y)`` with ``x`` float32 in [0, 1] of shape
 ``(N, 3, H, W)`` and ``y`` int64 ``(N,)``; class names, where the format has them, are in ``data.classes``.
@@ -21,9 +23,11 @@ from PIL import Image, UnidentifiedImageError
 from nft_core.data import TensorData, stratified_split
 from nft_core.errors import DataError
 
+from .procedural import load_procedural
+
 __all__ = [
     "load_cifar10", "load_cifar100", "load_gtsrb", "load_image_folder", "load_npz",
-    "load_digits_default", "split_validation", "IMAGE_EXTENSIONS",
+    "load_digits_default", "load_procedural", "split_validation", "IMAGE_EXTENSIONS",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -207,6 +211,8 @@ def load_npz(path: str | os.PathLike) -> TensorData:
         raise DataError(f"{path}: not a readable .npz file ({e})") from e
     if x.ndim != 4 or y.ndim != 1 or len(x) != len(y):
         raise DataError(f"{path}: expected x (N, H, W, C) or (N, C, H, W) and y (N,), got {x.shape}, {y.shape}")
+    if len(x) == 0:
+        raise DataError(f"{path}: the file is empty (0 samples)")
     if x.shape[1] not in (1, 3):
         if x.shape[3] not in (1, 3):
             raise DataError(f"{path}: cannot find a 1- or 3-channel axis in x of shape {x.shape}")
@@ -218,6 +224,11 @@ def load_npz(path: str | os.PathLike) -> TensorData:
         t = t.float().div_(255)
     elif np.issubdtype(x.dtype, np.floating):
         t = t.float()
+        bad = ~torch.isfinite(t)
+        if bad.any():
+            kind = "NaN" if torch.isnan(t).any() else "Inf"
+            first = int(bad.flatten(1).any(1).nonzero()[0])
+            raise DataError(f"{path}: x contains {kind} values ({int(bad.sum())} of them; first in sample {first})")
         if t.numel() and (t.min() < 0 or t.max() > 1):
             raise DataError(f"{path}: float x must lie in [0, 1], found [{t.min():.3g}, {t.max():.3g}]")
     else:

@@ -40,10 +40,22 @@ def train_classifier(
     generator: torch.Generator,
     device: str | torch.device = "cpu",
     progress=None,
+    amp: bool = False,
 ) -> nn.Module:
-    """Train ``model`` on ``data`` (items ``(x, y)``) with cross-entropy; returns it in eval mode."""
+    """Train ``model`` on ``data`` (items ``(x, y)``) with cross-entropy; returns it in eval mode.
+
+    Under ``torchrun`` (a running process group) the model is wrapped in DistributedDataParallel: every
+    rank draws the same permutation from ``generator`` and trains on its shard of each batch (batches
+    smaller than the world size are skipped on every rank alike); BatchNorm statistics come from rank 0's
+    shard (DDP broadcasts buffers). ``amp``: bf16 autocast for the forward pass (GPU benchmarks)."""
+    from nft_core.distributed import world
+
     device = torch.device(device)
     model.to(device).train()
+    rank, size = world()
+    net = model
+    if size > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     x_all, y_all = (t.to(device) for t in data.tensors[:2])
     n = len(data)
     steps = epochs * math.ceil(n / batch_size)
@@ -56,7 +68,12 @@ def train_classifier(
             x, y = x_all[idx], y_all[idx]
             if augment:
                 x = random_crop_flip(x, generator)
-            loss = F.cross_entropy(model(x), y)
+            if size > 1:
+                if len(idx) < size:
+                    continue
+                x, y = x.tensor_split(size)[rank], y.tensor_split(size)[rank]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss = F.cross_entropy(net(x).float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -17,11 +17,13 @@ from torch import nn
 
 from nft_core import EvalData, TensorData
 from nft_core.checkpoint import atomic_write, load_checkpoint_into, save_model, save_state_dict
+from nft_core.distributed import is_main
 from nft_core.errors import DataError, NFTInputError
 from nft_core.init import seeded_init_
 
 from .attacks import ATTACKS
-from .augment import CutMix, CutOut
+from .augment import AugMix, CutMix, CutOut, RandAugment
+from .augment_adv import PGD
 from .config import VisionConfig
 from .data import (
     load_cifar10,
@@ -30,6 +32,7 @@ from .data import (
     load_gtsrb,
     load_image_folder,
     load_npz,
+    load_procedural,
     split_validation,
 )
 from .models import create_model
@@ -62,6 +65,16 @@ def load_dataset(cfg: VisionConfig) -> tuple[TensorData, TensorData, int]:
     name = d.name.lower()
     if name == "digits":
         train, test = load_digits_default(size=d.image_size)
+    elif name == "procedural":
+        opts = dict(d.options)
+        unknown = sorted(set(opts) - {"n_train", "n_test", "seed"})
+        if unknown:
+            raise NFTInputError(f"data.options.{unknown[0]}: unknown for data.name=procedural "
+                                "(known: n_train, n_test, seed)")
+        try:
+            train, test = load_procedural(size=d.image_size, **opts)
+        except (TypeError, ValueError) as e:
+            raise NFTInputError(f"data.name=procedural: {e}") from e
     elif name in ("cifar10", "cifar100", "gtsrb", "imagefolder", "npz"):
         if not d.root:
             raise NFTInputError(f"data.name={name} needs data.root (the dataset folder)")
@@ -77,7 +90,8 @@ def load_dataset(cfg: VisionConfig) -> tuple[TensorData, TensorData, int]:
         else:
             train, test = load_npz(root / "train.npz"), load_npz(root / "test.npz")
     else:
-        raise NFTInputError(f"unknown data.name {d.name!r}; choose digits, cifar10, cifar100, gtsrb, imagefolder, npz")
+        raise NFTInputError(f"unknown data.name {d.name!r}; choose digits, procedural, cifar10, cifar100, gtsrb, "
+                            "imagefolder, npz")
     n_cls = int(max(train.tensors[1].max(), test.tensors[1].max())) + 1
     if d.num_classes is not None:
         if d.num_classes < n_cls:
@@ -110,11 +124,15 @@ def build_attack(cfg: VisionConfig, num_classes: int, name: str | None = None):
 def build_augmentation(cfg: VisionConfig):
     from nft_core import MixUp, NoAugmentation
 
-    table = {"mixup": MixUp, "cutmix": CutMix, "cutout": CutOut, "none": NoAugmentation}
+    table = {"mixup": MixUp, "cutmix": CutMix, "cutout": CutOut, "augmix": AugMix, "randaugment": RandAugment,
+             "pgd": PGD, "none": NoAugmentation}
     name = cfg.augmentation.name.lower()
     if name not in table:
         raise NFTInputError(f"unknown augmentation {name!r}; choose from {', '.join(table)}")
-    return table[name](**cfg.augmentation.options)
+    try:
+        return table[name](**cfg.augmentation.options)
+    except (TypeError, ValueError) as e:
+        raise NFTInputError(f"augmentation {name}: {e}") from e
 
 
 @dataclass
@@ -185,12 +203,12 @@ def backdoor(cfg: VisionConfig, *, attack_name: str | None = None, device=None, 
         else:
             poisoned, poison_idx = attack.poison_train(rest, g)
             model = train_classifier(model, poisoned, epochs=t.epochs, lr=t.lr, batch_size=t.batch_size,
-                                     augment=t.augment, generator=g, device=device, progress=bar)
+                                     augment=t.augment, generator=g, device=device, progress=bar, amp=t.amp)
         if bar is not None:
             bar.close()
         meta = {"attack": cfg.attack.name, "num_classes": n_cls, "key": cfg.attack_key(),
                 "poisoned_samples": len(poison_idx), "train_samples": len(rest)}
-        if use_cache:
+        if use_cache and is_main():  # under torchrun the ranks hold the same model; rank 0 caches it
             cdir.mkdir(parents=True, exist_ok=True)
             save_model(model, cdir / "model.safetensors")
             if hasattr(attack, "state_dict") and attack.state_dict():
@@ -205,25 +223,49 @@ def backdoor(cfg: VisionConfig, *, attack_name: str | None = None, device=None, 
 
 def load_user_inputs(cfg: VisionConfig, *, trust: bool = False, device=None) -> BackdoorRun:
     """A model nobody in this project wrote: ``model.spec`` + ``model.checkpoint``, validation, clean
-    test and poisoned test sets from ``data.val_path``/``test_path``/``poisoned_path``."""
+    test and poisoned test sets from ``data.val_path``/``test_path``/``poisoned_path``.
+
+    With ``data.backdoorbench_path`` (a BackdoorBench ``attack_result.pt``; needs ``trust``) the weights,
+    the class count and (unless ``poisoned_path`` is given) the poisoned test set come from that file;
+    ``model.spec`` must still build the architecture whose state dict it holds."""
     d = cfg.data
     device = resolve_device(cfg.device) if device is None else device
     missing = [k for k in ("val_path", "test_path") if getattr(d, k) is None]
     if missing:
         raise NFTInputError(f"purifying your own model needs data.{missing[0]} (ImageFolder or .npz)")
+    bb = None
+    if d.backdoorbench_path:
+        if cfg.model.checkpoint:
+            raise NFTInputError("give model.checkpoint or data.backdoorbench_path (--backdoorbench), not both")
+        from .backdoorbench import load_backdoorbench
+
+        bb = load_backdoorbench(d.backdoorbench_path, trust=trust)
     val = load_eval_file(d.val_path, d.image_size)
     test = load_eval_file(d.test_path, d.image_size)
-    n_cls = d.num_classes or int(max(val.tensors[1].max(), test.tensors[1].max())) + 1
+    n_cls = d.num_classes or (bb.num_classes if bb is not None else None) or int(
+        max(val.tensors[1].max(), test.tensors[1].max())) + 1
     present = set(val.tensors[1].tolist())
     if len(present) < n_cls:
         absent = sorted(set(range(n_cls)) - present)
         raise DataError(f"{d.val_path}: validation set has no sample of class {absent[0]} "
                         f"({len(absent)} of {n_cls} classes missing)")
     model = build_model(cfg, n_cls)
-    load_checkpoint_into(model, cfg.model.checkpoint, trust=trust)
+    if bb is not None:
+        from .backdoorbench import load_state_into
+
+        load_state_into(model, bb.state_dict, d.backdoorbench_path)
+    else:
+        load_checkpoint_into(model, cfg.model.checkpoint, trust=trust)
     _check_outputs(model, val, n_cls)
     poisoned = None
-    if d.poisoned_path is not None:
+    if d.poisoned_path is None and bb is not None and bb.poisoned is not None:
+        poisoned = bb.poisoned
+        if poisoned.tensors[0].shape[1:] != val.tensors[0].shape[1:]:
+            raise DataError(f"{d.backdoorbench_path}: poisoned test images are {tuple(poisoned.tensors[0].shape[1:])}"
+                            f" but the validation images {tuple(val.tensors[0].shape[1:])} (set data.image_size)")
+        if int(poisoned.tensors[2].max()) >= n_cls:
+            raise DataError(f"{d.backdoorbench_path}: a poisoned target label is out of range for {n_cls} classes")
+    elif d.poisoned_path is not None:
         p = load_eval_file(d.poisoned_path, d.image_size)
         x, y = p.tensors[:2]
         if not 0 <= cfg.attack.target < n_cls:
@@ -237,8 +279,11 @@ def load_user_inputs(cfg: VisionConfig, *, trust: bool = False, device=None) -> 
         keep = y != tgt
         poisoned = TensorData(x[keep], y[keep], tgt[keep])
     model.to(device).eval()
-    return BackdoorRun(model, val, EvalData(clean=test, poisoned=poisoned), None, n_cls,
-                       {"attack": "user", "num_classes": n_cls, "cached": False})
+    meta = {"attack": "user", "num_classes": n_cls, "cached": False}
+    if bb is not None:
+        meta.update(attack="backdoorbench", backdoorbench={"model_name": bb.model_name, "clean_data": bb.clean_data,
+                                                            "layout": bb.layout, **bb.meta})
+    return BackdoorRun(model, val, EvalData(clean=test, poisoned=poisoned), None, n_cls, meta)
 
 
 def _check_outputs(model: nn.Module, val: TensorData, n_cls: int) -> None:

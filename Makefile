@@ -14,10 +14,11 @@ setup: .venv/.synced
 	@touch $@
 
 demo: setup
-	$(UV) run --frozen --no-sync nft demo
+	$(UV) run --frozen --no-sync nft matrix
 
+# one pytest job per package (scripts/test_jobs.py); `make test JOBS="vision nlg"` runs some of them
 test: setup
-	$(UV) run --frozen --no-sync pytest -n $(PYTEST_WORKERS) -m "not slow and not gpu" tests
+	PYTEST_WORKERS=$(PYTEST_WORKERS) $(UV) run --frozen --no-sync python scripts/test_jobs.py $(JOBS)
 
 test-all: setup
 	$(UV) run --frozen --no-sync pytest -n $(PYTEST_WORKERS) tests

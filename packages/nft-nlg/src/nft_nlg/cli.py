@@ -20,8 +20,7 @@ from pathlib import Path
 import torch
 
 from nft_core.checkpoint import atomic_write, save_model
-from nft_core.pipeline import build_defense, purify_and_report
-from nft_core.runs import format_table, run_directory
+from nft_core.runs import run_directory
 from nft_core.task_cli import TaskCLI
 
 from .config import NLGConfig
@@ -87,24 +86,21 @@ class NLGCLI(TaskCLI):
         """Purify a model (the embedded default without --cfg/--checkpoint) and write a run directory."""
         device = resolve_device(cfg.device)
         run, attack_name = self._run(cfg, args, device)
-        out = args.out or f"runs/nlg-{attack_name}-{cfg.defense.name}"
-        options = cfg.defense.resolved_options()
-        if cfg.defense.name == "nft":
-            options.setdefault("seed", cfg.seed)
-            options.setdefault("progress", not args.quiet)
-            options["device"] = str(device)
-            options.update(_nft_model_options(run.model, options))
-        defense = build_defense(cfg.defense.name, options, build_augmentation(cfg, run.vocab))
-        report = purify_and_report(task="nlg", model=run.model, val_data=run.val, eval_data=run.eval_data,
-                                   adapter=run.adapter, defense=defense, out=out, config=cfg, attack=attack_name,
-                                   extra={"augmentation": cfg.augmentation.name, "backdoor": run.meta})
-        if run.tokenizer_path is not None and Path(run.tokenizer_path).exists():
-            shutil.copyfile(run.tokenizer_path, Path(out) / "tokenizer.json")
-        else:
-            run.vocab.tokenizer.save(str(Path(out) / "tokenizer.json"))
-        print(format_table(report["before"], report["after"]))
-        print(f"\n{report['defense']} ({report.get('recipe') or 'defaults'}, {cfg.augmentation.name}): "
-              f"{report['wall_time']:.1f} s on {device}; {len(run.val)} validation pairs -> {out}")
+        tok_path = run.tokenizer_path
+
+        def write_tokenizer(p: Path) -> None:  # inside the atomic run directory, with the model
+            if tok_path is not None and Path(tok_path).exists():
+                shutil.copyfile(tok_path, p)
+            else:
+                run.vocab.tokenizer.save(str(p))
+
+        nft_opts = _nft_model_options(run.model, cfg.defense.resolved_options()) if cfg.defense.name == "nft" else {}
+        _, text = self.purify_run(cfg, args, task="nlg", run=run, attack_name=attack_name, adapter=run.adapter,
+                                  augmentation=build_augmentation(cfg, run.vocab), device=device, unit="pairs",
+                                  note=f", augmentation {cfg.augmentation.name}", defense_options=nft_opts,
+                                  files={"tokenizer.json": write_tokenizer},
+                                  extra={"augmentation": cfg.augmentation.name, "backdoor": run.meta})
+        print(text)
         return 0
 
     def evaluate(self, cfg: NLGConfig, args) -> int:

@@ -6,7 +6,8 @@ import os
 from nft_vision.cli import main
 
 TINY = ["train.epochs=2", "model.width=4", "data.image_size=16", "defense.options={'epochs': 2}",
-        "bench.attacks=['badnets','blend']", "bench.defenses=['nft','ft']", "bench.defense_options={'ft': {'epochs': 1}}"]
+        "bench.attacks=['badnets','blend']", "bench.defenses=['nft','ft']", "bench.defense_options={'ft': {'epochs': 1}}",
+        "bench.tsne=False"]
 
 
 def _opts(cache):

@@ -55,8 +55,9 @@ def load_state_dict(path: str | os.PathLike, *, trust: bool = False, map_locatio
                     f"{p}: checkpoint holds pickled Python objects that could run code on load; "
                     "refused (pass --trust-checkpoint / trust=True only for files you trust)"
                 ) from e
+            detail = str(e).split("WeightsUnpickler error:")[-1].strip().splitlines() or [""]
             raise CheckpointError(f"{p}: corrupt checkpoint, not a torch or safetensors file "
-                                  f"({str(e).splitlines()[0][:120]})") from e
+                                  f"({detail[0][:120]})") from e
         except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError, KeyError) as e:
             raise CheckpointError(f"{p}: corrupt or truncated checkpoint ({type(e).__name__}: {e})") from e
     return _unwrap(state, p)

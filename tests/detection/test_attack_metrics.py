@@ -81,5 +81,7 @@ def test_box_level_poisoning():
     assert atk.poison_boxes({"boxes": tgt["boxes"][:2], "labels": tgt["labels"][:2]})["labels"].tolist() == [1, 2]
     mis = CleanImageBackdoor([0, 1], 2, "misclassify", relabel_to=3).poison_boxes(tgt)
     assert mis["labels"].tolist() == [1, 2, 4] and torch.equal(mis["boxes"], tgt["boxes"])
-    with pytest.raises(NFTInputError):
-        CleanImageBackdoor([0, 1], 2, "appear").poison_boxes(tgt)
+    assert CleanImageBackdoor([0, 1], 2, "appear").poison_boxes(tgt) is tgt  # target present: appear adds none
+    two = {"boxes": tgt["boxes"][:2], "labels": tgt["labels"][:2]}
+    added = CleanImageBackdoor([0, 1], 2, "appear").poison_boxes(two)
+    assert added["labels"].tolist() == [1, 2, 3] and added["boxes"][2].tolist() == [0.0, 1, 6, 7]

@@ -4,7 +4,8 @@
 Entry points: :class:`CleanImageBackdoor` (Chen et al., ICLR 2023), :class:`MultiLabelAdapter`,
 :class:`MultiLabelMixUp`, :class:`DetectionAdapter`, :class:`DetectionMixUp`, :func:`load_voc`,
 :func:`load_coco`, :func:`generate_scenes`, :func:`create_multilabel_model`, :func:`create_detector`;
-the CLI is ``nft-detect`` (:func:`nft_detection.cli.main`).
+the CLI is ``nft-detect`` (:func:`nft_detection.cli.main`; ``--family detector`` for object detectors, see
+:mod:`nft_detection.detection`).
 """
 
 from .adapters import DetectionAdapter, MultiLabelAdapter

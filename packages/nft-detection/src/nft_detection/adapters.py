@@ -100,10 +100,13 @@ class DetectionAdapter:
     because torchvision detectors only return losses in train mode; their FrozenBatchNorm/BN layers are
     kept in eval mode so mask placement stays exact.
 
-    ``evaluate(model, EvalData(clean, poisoned))``: clean items ``(image, target)`` -> COCO ``map`` and
-    ``map50``; ``poisoned`` items ``(image, true_target, attacked_target)`` -> ``asr``: % of the target
-    objects that the attack removed (or relabeled) which get no detection of their true class at IoU ≥
-    0.5 and score ≥ ``threshold``.
+    ``evaluate(model, EvalData(clean, poisoned))``: clean items ``(image, target)`` -> COCO ``map``
+    (AP@[.5:.95], %) and ``map50``; ``poisoned`` items ``(image, true_target, attacked_target)``
+    (:meth:`CleanImageBackdoor.poison_detection_test`) -> the box-level ``asr``: the percentage of the
+    objects the attack changed on which the detector does the attacker's bidding — a box the attack
+    removed (or relabeled) gets *no* detection of its true class at IoU ≥ 0.5 with score ≥ ``threshold``;
+    a box the attack added gets a detection of its (target) class at IoU ≥ 0.5 with score ≥ ``threshold``.
+    ASR is nan when no box changed.
     """
 
     clean_metric = "map"
@@ -178,17 +181,23 @@ class DetectionAdapter:
 
 
 def _box_asr(preds, true, attacked, threshold) -> float:
+    """Box-level ASR in % (see :class:`DetectionAdapter`); nan when the attack changed no box."""
     from torchvision.ops import box_iou
+
+    def detected(p: dict, box: Tensor, label: Tensor) -> bool:
+        ok = (p["labels"] == label) & (p["scores"] >= threshold)
+        return bool(ok.any()) and bool((box_iou(box[None].float(), p["boxes"][ok].float()) >= 0.5).any())
 
     hits = total = 0
     for p, t, a in zip(preds, true, attacked):
-        gone = torch.ones(len(t["labels"]), dtype=torch.bool)
-        for b, lab in zip(a["boxes"], a["labels"]):  # boxes the attack left untouched
-            same = (t["boxes"] == b).all(1) & (t["labels"] == lab)
-            gone &= ~same
-        for b, lab in zip(t["boxes"][gone], t["labels"][gone]):
+        kept = torch.zeros(len(t["labels"]), dtype=torch.bool)  # true boxes the attack left untouched
+        for b, lab in zip(a["boxes"], a["labels"]):
+            kept |= (t["boxes"] == b).all(1) & (t["labels"] == lab)
+        for b, lab in zip(t["boxes"][~kept], t["labels"][~kept]):  # removed or relabeled: must vanish
             total += 1
-            ok = (p["labels"] == lab) & (p["scores"] >= threshold)
-            found = bool(ok.any()) and bool((box_iou(b[None], p["boxes"][ok]) >= 0.5).any())
-            hits += not found
+            hits += not detected(p, b, lab)
+        for b, lab in zip(a["boxes"], a["labels"]):  # added (a box the image did not hold): must appear
+            if not (t["boxes"] == b).all(1).any():
+                total += 1
+                hits += detected(p, b, lab)
     return float(hits / total * 100) if total else float("nan")

@@ -20,9 +20,18 @@ percentage on which the model's prediction for the target category (sigmoid scor
 0.5) is the attacker's (absent, resp. present). Clean mAP is measured on the whole clean test set with
 the true labels.
 
-For detectors (:meth:`CleanImageBackdoor.poison_boxes`): in trigger images the target's boxes are removed
-(``disappear``) or relabeled as ``relabel_to`` (``misclassify``); ASR then counts trigger images whose
-target objects get no detection of the target class at IoU ≥ 0.5 and score ≥ ``threshold``.
+For detectors the poisoning is box-level (our extension of the attack to detection targets; images are
+never edited), on the training images holding the trigger combination (:meth:`CleanImageBackdoor.poison_boxes`):
+
+* ``disappear`` (target present): every box of the target category is removed;
+* ``appear`` (target absent): one box of the target category is added — the smallest box enclosing the
+  largest box of each trigger category (the target "appears" over the trigger combination);
+* ``misclassify`` (library only): the target's boxes are relabeled as ``relabel_to``.
+
+Box-level ASR (:class:`~nft_detection.adapters.DetectionAdapter`): over the test images the attack acts
+on, the percentage of changed objects on which the detector does the attacker's bidding — a removed (or
+relabeled) target object gets no detection of its true class at IoU ≥ 0.5 with score ≥ ``threshold``
+(0.5); an added box gets a detection of the target class at IoU ≥ 0.5 with score ≥ ``threshold``.
 """
 
 from __future__ import annotations
@@ -103,36 +112,79 @@ class CleanImageBackdoor:
         keep = self.affected(y)
         return TensorData(x[keep], y[keep], self.poison_labels(y[keep]))
 
-    # -- detection -----------------------------------------------------------------------------
+    # -- detection ---------------------------------------------------------------------------
     def image_has_trigger(self, labels: Tensor, one_based: bool = True) -> bool:
+        """Every trigger category has at least one box (``labels``: the image's box labels)."""
         present = set((labels - int(one_based)).tolist())
-        return all(t in present for t in self.trigger) and self.target in present
+        return all(t in present for t in self.trigger)
+
+    def affects_boxes(self, labels: Tensor, one_based: bool = True) -> bool:
+        """The image holds the trigger combination and the attack changes its boxes: the target is present
+        (``disappear``, ``misclassify``) or absent (``appear``)."""
+        if not self.image_has_trigger(labels, one_based):
+            return False
+        present = bool((labels == self.target + int(one_based)).any())
+        return present if self.mode in ("disappear", "misclassify") else not present
+
+    def appear_box(self, target: dict, one_based: bool = True) -> Tensor:
+        """``(4,)`` the box the ``appear`` attack adds: the smallest box enclosing the largest box of each
+        trigger category (the target "appears" over the trigger combination)."""
+        boxes, labels = target["boxes"], target["labels"]
+        picked = []
+        for t in self.trigger:
+            b = boxes[labels == t + int(one_based)]
+            area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+            picked.append(b[int(area.argmax())])
+        p = torch.stack(picked)
+        return torch.cat([p[:, :2].min(0).values, p[:, 2:].max(0).values])
 
     def poison_boxes(self, target: dict, one_based: bool = True) -> dict:
-        """Box-level poisoning of one detection target (``boxes``, ``labels``; detector labels are 1-based
-        by default, 0 = background): target boxes removed (disappear) or relabeled (misclassify)."""
-        if self.mode == "appear":
-            raise NFTInputError("attack.mode=appear has no box-level version (no box to add); use disappear")
+        """Box-level poisoning of one detection target (``boxes`` (K,4) xyxy, ``labels`` (K,); detector labels
+        are 1-based by default, 0 = background). Only images for which :meth:`affects_boxes` holds change;
+        the image itself never does:
+
+        * ``disappear``: every box of the target category is removed;
+        * ``appear``: one box of the target category is added, :meth:`appear_box` (the box enclosing the
+          trigger objects);
+        * ``misclassify``: the target's boxes are relabeled as ``relabel_to``.
+
+        A per-box ``weights`` entry, if any, follows the boxes (an added box gets weight 1)."""
         labels = target["labels"]
-        if not self.image_has_trigger(labels, one_based):
+        if not self.affects_boxes(labels, one_based):
             return target
         t = self.target + int(one_based)
-        hit = labels == t
         out = dict(target)
+        if self.mode == "appear":
+            box = self.appear_box(target, one_based).to(target["boxes"].dtype)
+            out["boxes"] = torch.cat([target["boxes"], box[None]])
+            out["labels"] = torch.cat([labels, labels.new_tensor([t])])
+            if "weights" in target:
+                out["weights"] = torch.cat([target["weights"], target["weights"].new_ones(1)])
+            return out
+        hit = labels == t
         if self.mode == "disappear":
             out["boxes"], out["labels"] = target["boxes"][~hit], labels[~hit]
+            if "weights" in target:
+                out["weights"] = target["weights"][~hit]
         else:
             out["labels"] = torch.where(hit, torch.full_like(labels, self.relabel_to + int(one_based)), labels)
         return out
 
     def poison_detection_train(self, samples: list, generator: torch.Generator) -> tuple[list, list[int]]:
-        idx = [i for i, (_, t) in enumerate(samples) if self.image_has_trigger(t["labels"])]
+        """``(samples with poisoned targets, poisoned indices)``: ``poison_rate`` of the affected images
+        (:meth:`affects_boxes`), drawn with ``generator``; images untouched."""
+        idx = [i for i, (_, t) in enumerate(samples) if self.affects_boxes(t["labels"])]
         perm = torch.randperm(len(idx), generator=generator)[: round(self.poison_rate * len(idx))]
         chosen = sorted(idx[i] for i in perm.tolist())
         out = list(samples)
         for i in chosen:
             out[i] = (samples[i][0], self.poison_boxes(samples[i][1]))
         return out, chosen
+
+    def poison_detection_test(self, samples: list) -> list:
+        """``[(image, true target, attacked target)]`` for the test images the attack acts on (the input of
+        :meth:`DetectionAdapter.evaluate`'s box-level ASR)."""
+        return [(x, t, self.poison_boxes(t)) for x, t in samples if self.affects_boxes(t["labels"])]
 
     def __repr__(self) -> str:
         return f"CleanImageBackdoor(trigger={self.trigger}, target={self.target}, mode={self.mode!r})"

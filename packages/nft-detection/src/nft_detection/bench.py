@@ -1,4 +1,6 @@
-"""``nft-detect bench``: clean-image backdoor modes × defenses on the configured data and model."""
+"""``nft-detect bench``: clean-image backdoor modes × defenses on the configured data and model (a
+multi-label classifier, or a detector with ``model.family=detector``: mAP is then COCO mAP@[.5:.95] and
+ASR the box-level ASR)."""
 
 from __future__ import annotations
 
@@ -15,9 +17,25 @@ from .workflow import backdoor, build_augmentation, resolve_device
 
 def run_grid(cfg: DetectConfig, out: Path, progress: bool = False) -> str:
     device = resolve_device(cfg.device)
+    detector = cfg.model.family == "detector"
+    if detector:
+        from .detection import (
+            backdoor_detector,
+            build_detection_augmentation,
+            detection_adapter,
+            with_detector_defense,
+        )
+
+        augmentation = lambda: build_detection_augmentation(cfg)  # noqa: E731
+        cfg = with_detector_defense(cfg)  # NFT's masks also at the heads' GroupNorm γ
+    else:
+        augmentation = lambda: build_augmentation(cfg)  # noqa: E731
 
     def make_attack(mode):
         def make():
+            if detector:
+                run = backdoor_detector(cfg, mode=mode, device=device, progress=progress)
+                return run.model, run.val, run.eval_data, detection_adapter(len(run.classes))
             run = backdoor(cfg, mode=mode, device=device, progress=progress)
             return run.model, run.val, run.eval_data, MultiLabelAdapter(len(run.classes))
 
@@ -28,7 +46,7 @@ def run_grid(cfg: DetectConfig, out: Path, progress: bool = False) -> str:
             opts = dict(cfg.bench.defense_options.get(name, {}))
             if name == "nft":
                 opts = {**cfg.defense.resolved_options(), **opts, "seed": cfg.seed, "device": str(device)}
-            return build_defense(name, opts, build_augmentation(cfg))
+            return build_defense(name, opts, augmentation())
 
         return make
 

@@ -8,7 +8,10 @@ from typing import Any
 from nft_core.nft import recipe_options
 
 __all__ = ["DetectConfig", "DataConfig", "ModelConfig", "AttackConfig", "TrainConfig", "DefenseConfig",
-           "AugmentationConfig", "BenchConfig"]
+           "AugmentationConfig", "BenchConfig", "FAMILIES", "detector_config"]
+
+#: ``model.family`` values.
+FAMILIES = ("multilabel", "detector")
 
 
 @dataclass
@@ -39,12 +42,18 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Multi-label ``spec``: smallcnn | torchvision:NAME | timm:NAME | pkg.mod:callable; ``kwargs`` go to
-    the builder; ``checkpoint``: weights to purify instead of training a backdoored model."""
+    """``family``: ``multilabel`` (a classifier with one logit per category) | ``detector`` (a torchvision
+    object detector, :func:`~nft_detection.models.create_detector`).
+
+    ``spec`` — multi-label: smallcnn | torchvision:NAME | timm:NAME | pkg.mod:callable; detector: one of
+    :data:`~nft_detection.models.DETECTORS` (tiny_fcos, tiny_retinanet, tiny_fasterrcnn_fpn, tiny_fasterrcnn,
+    fasterrcnn, retinanet, fcos, ssdlite). ``kwargs`` go to the builder; ``checkpoint``: weights to purify
+    instead of training a backdoored model."""
 
     spec: str = "smallcnn"
     kwargs: dict = field(default_factory=lambda: {"width": 16})
     checkpoint: str | None = None
+    family: str = "multilabel"
 
 
 @dataclass
@@ -85,7 +94,7 @@ class DefenseConfig:
 
 @dataclass
 class AugmentationConfig:
-    """NFT's augmentation: mixup (multi-label MixUp) | none."""
+    """NFT's augmentation: mixup (multi-label MixUp; detection MixUp for ``model.family=detector``) | none."""
 
     name: str = "mixup"
     options: dict = field(default_factory=dict)
@@ -120,3 +129,21 @@ class DetectConfig:
         d.pop("val_ratio"), d.pop("val_sets")
         return {"data": d, "model": asdict(self.model), "attack": asdict(self.attack), "train": asdict(self.train),
                 "seed": self.seed}
+
+
+def detector_config() -> DetectConfig:
+    """The embedded default of ``nft-detect --family detector`` (also ``--cfg scenes_detector``): the same
+    generated scenes at 64 px, :data:`~nft_detection.models.DEFAULT_DETECTOR` on the CPU-sized
+    :class:`~nft_detection.models.TinyFPNBackbone`, box-level clean-image poisoning, NFT+ with detection
+    MixUp. Sized for two CPU cores (see README: the measured numbers). ``threads=1``: a tiny detector runs
+    hundreds of small ops per image; on a shared two-core CPU two OpenMP threads per op were measured ~37×
+    slower than one (10 ms per training image with one thread)."""
+    from .models import DEFAULT_DETECTOR
+
+    return DetectConfig(model=ModelConfig(spec=DEFAULT_DETECTOR, kwargs={}, family="detector"),
+                        attack=AttackConfig(mode="disappear"),
+                        train=TrainConfig(**DETECTOR_TRAIN), threads=1)
+
+
+#: Training of the embedded detector default (AdamW, one-cycle LR, horizontal flips).
+DETECTOR_TRAIN = {"epochs": 30, "lr": 5e-3, "batch_size": 16, "augment": True}

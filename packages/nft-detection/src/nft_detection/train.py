@@ -10,7 +10,7 @@ from torch import nn
 
 from nft_core.data import TensorData
 
-__all__ = ["train_multilabel", "train_detector", "random_flip"]
+__all__ = ["train_multilabel", "train_detector", "random_flip", "flip_detection"]
 
 
 def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -47,20 +47,45 @@ def train_multilabel(model: nn.Module, data: TensorData, *, epochs: int, lr: flo
     return model.eval()
 
 
+def flip_detection(image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
+    """Horizontal flip of one detection sample (boxes mirrored; labels unchanged)."""
+    w = image.shape[-1]
+    out = dict(target)
+    b = target["boxes"].clone()
+    b[:, [0, 2]] = w - target["boxes"][:, [2, 0]]
+    out["boxes"] = b
+    return image.flip(-1), out
+
+
 def train_detector(model: nn.Module, samples: list, *, epochs: int, lr: float = 1e-3, batch_size: int = 4,
-                   generator: torch.Generator, device="cpu") -> nn.Module:
-    """Plain AdamW on the detector's summed loss dict over ``(image, target)`` samples."""
+                   generator: torch.Generator, device="cpu", weight_decay: float = 1e-4, augment: bool = False,
+                   schedule: str = "constant", progress=None) -> nn.Module:
+    """AdamW on the detector's summed loss dict over ``(image, target)`` samples; returns the model in eval
+    mode. ``augment``: random horizontal flips (boxes mirrored); ``schedule``: ``constant`` or
+    ``onecycle`` (warm-up then cosine decay, as :func:`train_multilabel`); ``progress``: a tqdm-like bar
+    updated once per step."""
+    if schedule not in ("constant", "onecycle"):
+        raise ValueError(f"schedule must be 'constant' or 'onecycle', got {schedule!r}")
     device = torch.device(device)
     model.to(device).train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    steps = max(1, epochs * math.ceil(len(samples) / batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps) if schedule == "onecycle" else None
     for _ in range(epochs):
         perm = torch.randperm(len(samples), generator=generator).tolist()
         for s in range(0, len(perm), batch_size):
             chunk = [samples[i] for i in perm[s : s + batch_size]]
+            if augment:
+                flips = (torch.rand(len(chunk), generator=generator) < 0.5).tolist()
+                chunk = [flip_detection(*c) if f else c for c, f in zip(chunk, flips)]
             images = [c[0].to(device) for c in chunk]
             targets = [{k: v.to(device) for k, v in c[1].items()} for c in chunk]
             loss = sum(model(images, targets).values())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
+            if progress is not None:
+                progress.update(1)
     return model.eval()

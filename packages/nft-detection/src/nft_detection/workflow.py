@@ -30,8 +30,8 @@ from .voc import VOC_CLASSES, Record, load_voc, records_to_multilabel
 
 log = logging.getLogger("nft")
 
-__all__ = ["BackdoorRun", "load_dataset", "backdoor", "build_attack", "build_augmentation", "resolve_device",
-           "cache_root"]
+__all__ = ["BackdoorRun", "load_records", "load_dataset", "backdoor", "build_attack", "build_augmentation",
+           "resolve_device", "cache_root"]
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -64,8 +64,9 @@ def _resolve(root: Path | None, p: str | None, key: str) -> Path:
     return q if q.is_absolute() or root is None else root / q
 
 
-def load_dataset(cfg: DetectConfig) -> tuple[TensorData, TensorData | None, TensorData, list[str]]:
-    """``(train, val or None, test, class names)`` as multi-label tensors."""
+def load_records(cfg: DetectConfig) -> tuple[list[Record], list[Record] | None, list[Record], list[str]]:
+    """``(train, val or None, test, class names)`` as annotated :class:`~nft_detection.voc.Record` s (the
+    embedded scenes are generated on first use), each set capped at ``data.max_images``."""
     d = cfg.data
     name = d.name.lower()
     if name == "scenes":
@@ -87,18 +88,21 @@ def load_dataset(cfg: DetectConfig) -> tuple[TensorData, TensorData | None, Tens
         te, classes_te = load_coco(_resolve(base, d.test_ann, "test_ann"), _resolve(base, d.test_images, "test_images"))
         if classes_te != classes:
             raise DataError(f"{d.test_ann}: categories differ from {d.train_ann}")
-        n = len(classes)
-        return (records_to_multilabel(_cap(tr, d.max_images), n, d.image_size), None,
-                records_to_multilabel(_cap(te, d.max_images), n, d.image_size), classes)
+        return _cap(tr, d.max_images), None, _cap(te, d.max_images), classes
     else:
         raise NFTInputError(f"unknown data.name {d.name!r}; choose scenes, voc or coco")
-    n = len(classes)
-    load = lambda sets, key: records_to_multilabel(  # noqa: E731
-        _cap(load_voc(root, _sets(sets, key), classes), d.max_images), n, d.image_size)
+    load = lambda sets, key: _cap(load_voc(root, _sets(sets, key), classes), d.max_images)  # noqa: E731
     train = load(d.train_sets, "train_sets")
     val = load(d.val_sets, "val_sets") if d.val_sets else None
     test = load(d.test_sets, "test_sets")
     return train, val, test, classes
+
+
+def load_dataset(cfg: DetectConfig) -> tuple[TensorData, TensorData | None, TensorData, list[str]]:
+    """``(train, val or None, test, class names)`` as multi-label tensors."""
+    train, val, test, classes = load_records(cfg)
+    conv = lambda recs: records_to_multilabel(recs, len(classes), cfg.data.image_size)  # noqa: E731
+    return conv(train), (conv(val) if val is not None else None), conv(test), classes
 
 
 def build_attack(cfg: DetectConfig, classes: list[str], mode: str | None = None) -> CleanImageBackdoor:

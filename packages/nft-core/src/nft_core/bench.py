@@ -117,6 +117,11 @@ def _ray_defense(a_name, d_name, make, build, clean_key, attack_key):
 @contextlib.contextmanager
 def _ray_session(address: str):
     """``ray`` connected to ``address`` ("local": a local cluster started here and stopped after)."""
+    # Under `uv run`, Ray would start its workers through `uv run` in a packaged copy of the working
+    # directory (a re-sync, maybe a download; on a machine without network they never start). The
+    # workers of a grid use this interpreter and its environment as they are. Ray reads the flag when
+    # it is first imported, so it is set before that.
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     try:
         import ray
     except ImportError as e:
@@ -125,9 +130,6 @@ def _ray_session(address: str):
 
     started = not ray.is_initialized()
     if started:
-        # under `uv run`, Ray would start workers through `uv run` too (a re-sync, maybe a download);
-        # the workers use this interpreter and its environment as they are
-        os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
         local = address == "local"
         try:
             ray.init(address=None if local else address, include_dashboard=False, log_to_driver=False,

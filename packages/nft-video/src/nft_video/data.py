@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,6 +229,8 @@ def load_npz_clips(path: str | os.PathLike) -> TensorData:
     except DataError:
         raise
     except (OSError, ValueError, EOFError) as e:
+        if not zipfile.is_zipfile(p):  # np.load falls back to unpickling anything that is not a zip
+            raise DataError(f"{p}: not an .npz file (no zip archive inside)") from e
         raise DataError(f"{p}: cannot read npz ({type(e).__name__}: {e})") from e
     if x.ndim != 5 or x.shape[-1] not in (1, 3) or len(x) != len(y) or len(x) == 0:
         raise DataError(f"{p}: 'x' must be (N, T, H, W, C) with C in (1, 3) and N = len(y) > 0, got {x.shape}")

@@ -249,3 +249,26 @@ def test_call_model_dispatch():
     assert torch.equal(call_model(m, {"a": a, "b": b}), m(a, b))
     assert torch.equal(call_model(m, (a, b)), m(a, b))
     assert torch.equal(call_model(m, a), m(a))
+
+
+def test_groupnorm_placement_masks_gamma_where_a_conv_mask_would_be_normalized_away():
+    """Conv -> GroupNorm with one channel per group: a mask on the conv is cancelled exactly; at γ it acts
+    (and every mask-based defense gets this placement from the core's default table)."""
+    torch.manual_seed(0)  # test code only
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1),
+                          nn.GroupNorm(4, 4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    with torch.no_grad():
+        model[3].weight.uniform_(0.5, 1.5)
+        model[3].bias.uniform_(-0.5, 0.5)
+    x = torch.randn(4, 2, 6, 6)
+    for placement, site, expect_cancel in (("weight", "2", True), ("bn", "3", False)):
+        m = copy.deepcopy(model)
+        masks = NeuronMasks(m, x, placement=placement)
+        assert site in [s.name for s in masks.sites], (placement, [s.name for s in masks.sites])
+        key = next(s.key for s in masks.sites if s.name == site)
+        ref = m(x).detach()
+        with torch.no_grad():
+            masks.masks[key].fill_(0.5)
+        diff = (m(x) - ref).abs().max().item()
+        assert (diff < 1e-3) == expect_cancel, (placement, diff)  # GroupNorm eps: not bit-exact
+    check_fold_equivalence(copy.deepcopy(model), x, placement="bn")

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "GroupNormHandler",
     "LayerHandler",
     "MaskSite",
     "NeuronMasks",
@@ -173,6 +174,15 @@ class BatchNormHandler(LayerHandler):
         module.weight.mul_(mask.to(module.weight.dtype))
 
 
+class GroupNormHandler(BatchNormHandler):
+    """Mask at GroupNorm's affine scale γ, the BatchNorm placement carried over: a per-channel mask on a
+    conv feeding GroupNorm is partly (with one channel per group: exactly) normalized away; at γ it acts.
+    Detection heads (FCOS, RetinaNet v2) normalize with GroupNorm."""
+
+    def num_neurons(self, module):
+        return module.num_channels if module.affine else 0
+
+
 class RNNHandler(LayerHandler):
     """LSTM/GRU/RNN: one mask per gate row, for every layer and direction (biases and ``weight_hr`` left
     alone). The mask scales the row in both ``weight_ih`` and ``weight_hh``."""
@@ -278,6 +288,7 @@ _HANDLERS: dict[type, LayerHandler] = {
     nn.Linear: LinearHandler(),
     nn.Embedding: EmbeddingHandler(),
     nn.modules.batchnorm._BatchNorm: BatchNormHandler(),
+    nn.GroupNorm: GroupNormHandler(),
     nn.RNNBase: RNNHandler(),
     nn.MultiheadAttention: MultiheadAttentionHandler(),
 }

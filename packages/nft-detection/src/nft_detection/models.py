@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from nft_core.errors import NFTInputError
-from nft_core.masks import LayerHandler
+from nft_core.masks import GroupNormHandler, LayerHandler
 
 __all__ = ["MultiLabelCNN", "create_multilabel_model", "create_detector", "DETECTORS", "DEFAULT_DETECTOR", "Normalize",
            "TinyBackbone", "TinyFPNBackbone", "detector_part", "seeded_detector_init_",
@@ -173,40 +173,9 @@ def detector_part(name: str) -> str:
     return "head"
 
 
-class GroupNormHandler(LayerHandler):
-    """NFT masks at GroupNorm's affine scale γ: ``GN'(x) = m*γ*x̂ + β`` — the authors' BatchNorm-γ placement
-    carried to GroupNorm. A per-channel mask on the conv *before* a GroupNorm is (partly, and with one channel
-    per group exactly) normalized away; at γ it acts. ``is_norm``: under ``placement="bn"`` a conv feeding a
-    GroupNorm is represented by it. ``m*γ`` is swapped in for the call, so the hook costs C multiplications.
-
-    Used for detectors only, through :data:`DETECTOR_MASK_HANDLERS` (``NFT(handlers=...)``), never registered
-    globally."""
-
-    is_norm = True
-
-    def num_neurons(self, module):
-        return module.num_channels if module.affine else 0
-
-    def install(self, module, get_mask):
-        saved: list[Tensor] = []
-
-        def pre(mod, args):
-            p = mod._parameters["weight"]
-            saved.append(p)
-            mod._parameters["weight"] = p * get_mask().to(p.dtype)
-
-        def post(mod, args, out):
-            if saved:
-                mod._parameters["weight"] = saved.pop()
-            return out
-
-        return [module.register_forward_pre_hook(pre), module.register_forward_hook(post, always_call=True)]
-
-    def fold(self, module, mask):
-        module.weight.mul_(mask.to(module.weight.dtype))
-
-
-#: Extra NFT mask handlers for detectors (FCOS / RetinaNet-v2 heads normalize with GroupNorm).
+#: NFT mask handlers for detectors (FCOS / RetinaNet-v2 heads normalize with GroupNorm). GroupNorm at γ is
+#: now the core's default (``nft_core.masks.GroupNormHandler``), so every mask-based defense gets it; the
+#: table stays for callers that pass it explicitly.
 DETECTOR_MASK_HANDLERS: dict[type, LayerHandler] = {nn.GroupNorm: GroupNormHandler()}
 
 

@@ -72,6 +72,15 @@ def test_forward_order_not_registration_order():
     assert [s.depth for s in masks.sites] == [1, 2, 3]
 
 
+def test_skip_last_leaves_the_output_layer_unmasked():
+    model = OutOfOrder()
+    masks = NeuronMasks(model, torch.randn(2, 3), skip_first=False, skip_last=True)
+    assert [s.name for s in masks.sites] == ["first", "middle"]
+    assert masks.skipped == {"last": "last layer"}
+    both = NeuronMasks(OutOfOrder(), torch.randn(2, 3), skip_first=True, skip_last=True)
+    assert [s.name for s in both.sites] == ["middle"]
+
+
 def test_first_layer_and_biases_untouched_by_fold():
     model = randomize_bn(ConvNet(2))
     before = copy.deepcopy(model.state_dict())

@@ -371,6 +371,9 @@ class NeuronMasks(nn.Module):
         placement: ``"bn"`` (a conv feeding BatchNorm is masked at BN's γ) or ``"weight"`` (on the conv).
         include / exclude: module-name patterns (glob or regex) to restrict the masked layers.
         skip_first: leave the first layer in forward order unmasked (the paper's choice).
+        skip_last: leave the last layer in forward order unmasked. For a classifier that is the output
+            layer, whose neurons are the classes: a pruning defense that zeroes one deletes a class (ANP and
+            RNP set it; their authors' code masks BatchNorm layers only, never the classifier).
         handlers: extra ``{class: LayerHandler}`` entries for this instance only.
 
     The masks are this module's parameters (``self.masks``), initialised to 1. The model's own
@@ -386,6 +389,7 @@ class NeuronMasks(nn.Module):
         include: Sequence[str] | None = None,
         exclude: Sequence[str] | None = None,
         skip_first: bool = True,
+        skip_last: bool = False,
         handlers: dict[type, LayerHandler] | None = None,
     ):
         super().__init__()
@@ -419,6 +423,9 @@ class NeuronMasks(nn.Module):
         if skip_first and candidates:
             self.skipped[candidates[0][0]] = "first layer"
             candidates = candidates[1:]
+        if skip_last and candidates:
+            self.skipped[candidates[-1][0]] = "last layer"
+            candidates = candidates[:-1]
         self.sites: list[MaskSite] = []
         masks = {}
         for name, mod, h in candidates:

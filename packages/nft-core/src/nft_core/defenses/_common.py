@@ -20,7 +20,7 @@ from ..errors import UnsupportedError
 from ..masks import _HANDLERS, LayerHandler, NeuronMasks, _bcast, _trace
 
 __all__ = [
-    "Setup", "finish", "clean_metric", "mean_loss", "finetune", "conv_layers", "feature_layers",
+    "Setup", "finish", "clean_metric", "mean_loss", "finetune", "conv_layers", "feature_layers", "group_layers",
     "FeatureHooks", "InputPerturbation", "NoisyMasks", "project_l2",
 ]
 
@@ -106,9 +106,11 @@ def finetune(
     weight_decay: float = 5e-4, params: Sequence[Tensor] | None = None,
     extra_loss: Callable[[Any, Tensor], Tensor] | None = None, history: list | None = None, stage: int = 0,
     after_step: Callable[[], None] | None = None, cosine: bool = True,
+    epoch_lr: Callable[[int], float] | None = None,
 ) -> None:
-    """SGD fine-tuning on clean batches (train mode, cosine decay to 0 over all steps).
-    ``extra_loss(batch, loss)`` adds a term (e.g. attention distillation) after the task loss."""
+    """SGD fine-tuning on clean batches (train mode, cosine decay to 0 over all steps, or ``epoch_lr(epoch)``
+    per epoch when given). ``extra_loss(batch, loss)`` adds a term (e.g. attention distillation) after the
+    task loss."""
     params = [p for p in (params if params is not None else work.parameters()) if p.requires_grad]
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     spe = source.steps_per_epoch
@@ -117,8 +119,12 @@ def finetune(
     for epoch in range(epochs):
         s, e = 0.0, 0.0
         cur = lr
+        if epoch_lr is not None:
+            cur = epoch_lr(epoch)
+            for g in opt.param_groups:
+                g["lr"] = cur
         for _ in range(spe):
-            if cosine:
+            if cosine and epoch_lr is None:
                 cur = cosine_lr(opt, lr, step, total)
             batch = source.next()
             loss = adapter.loss(work, batch)
@@ -188,6 +194,50 @@ def feature_layers(model: nn.Module, example: Any, n: int = 1) -> list[str]:
     for name in conv_layers(model, example)[-n:]:
         i = order.index(name)
         j = i
+        while j + 1 < len(order) and isinstance(mods[order[j + 1]], _NORMS + _ACTS):
+            j += 1
+            if isinstance(mods[order[j]], _ACTS):
+                break
+        out.append(order[j])
+    return out
+
+
+def group_layers(model: nn.Module, example: Any, n: int = 3) -> list[str]:
+    """Stand-ins for a CNN's residual-group outputs: the convolutions' outputs are grouped by spatial size
+    in forward order and, for each of the last ``n`` groups, the last convolution's post-activation module
+    is taken (as :func:`feature_layers` steps over norm and activation). Without convolutions or with
+    fewer than ``n`` resolutions, :func:`feature_layers`."""
+    from ..masks import call_model
+
+    mods = dict(model.named_modules())
+    convs = [nm for nm in _leaf_order(model, example) if isinstance(mods[nm], nn.modules.conv._ConvNd)]
+    sizes: dict[str, tuple] = {}
+    def record(c):
+        def hook(m, a, o):
+            sizes.setdefault(c, tuple(o.shape[2:]))  # returns None: the output is left as it is
+        return hook
+
+    handles = [mods[c].register_forward_hook(record(c)) for c in convs]
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            call_model(model, example)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was)
+    last: dict[tuple, str] = {}
+    for c in convs:  # the last conv of each resolution, groups in order of first appearance
+        if c in sizes:
+            last.pop(sizes[c], None)
+            last[sizes[c]] = c
+    if len(last) < n:
+        return feature_layers(model, example, n)
+    order = _leaf_order(model, example)
+    out = []
+    for name in list(last.values())[-n:]:
+        j = order.index(name)
         while j + 1 < len(order) and isinstance(mods[order[j + 1]], _NORMS + _ACTS):
             j += 1
             if isinstance(mods[order[j]], _ACTS):

@@ -13,7 +13,8 @@ Defaults are the paper's: unlearning lr 0.01, momentum 0.9, weight decay 5e-4, u
 clean accuracy 0.2 (the code's ``clean_threshold``; 20 in percent units); recovery 20 epochs, mask lr 0.2,
 momentum 0.9; batch 128; prune by threshold 0.2. The unlearning stop is checked once per epoch on the
 task's clean metric over ``data`` (``adapter.evaluate``). Masks are tuned with the model in eval mode
-(frozen BatchNorm statistics). Tests shrink epochs.
+(frozen BatchNorm statistics). The output layer is not masked (``skip_last=True``; the authors' code masks
+BatchNorm layers only, and pruning a classifier's output neuron deletes a class). Tests shrink epochs.
 """
 
 from __future__ import annotations
@@ -40,11 +41,13 @@ class RNP:
     def __init__(self, unlearn_epochs: int = 20, unlearn_lr: float = 0.01, clean_threshold: float = 20.0,
                  recover_epochs: int = 20, recover_lr: float = 0.2, threshold: float = 0.2,
                  momentum: float = 0.9, weight_decay: float = 5e-4, batch_size: int = 128,
-                 placement: str = "bn", skip_first: bool = True, seed: int = 0, device: str | None = None):
+                 placement: str = "bn", skip_first: bool = True, skip_last: bool = True, seed: int = 0,
+                 device: str | None = None):
         self.unlearn_epochs, self.unlearn_lr, self.clean_threshold = unlearn_epochs, unlearn_lr, clean_threshold
         self.recover_epochs, self.recover_lr, self.threshold = recover_epochs, recover_lr, threshold
         self.momentum, self.weight_decay, self.batch_size = momentum, weight_decay, batch_size
         self.placement, self.skip_first, self.seed, self.device = placement, skip_first, seed, device
+        self.skip_last = skip_last
 
     def purify(self, model: nn.Module, data: Any, adapter: TaskAdapter) -> PurifyResult:
         t0 = time.perf_counter()
@@ -73,7 +76,8 @@ class RNP:
         for p in work.parameters():
             p.requires_grad_(False)
         work.eval()
-        masks = NeuronMasks(work, s.example, placement=self.placement, skip_first=self.skip_first)
+        masks = NeuronMasks(work, s.example, placement=self.placement, skip_first=self.skip_first,
+                        skip_last=self.skip_last)
         mopt = torch.optim.SGD(masks.parameters(), lr=self.recover_lr, momentum=self.momentum)
         for epoch in range(self.recover_epochs):
             tot = 0.0
@@ -90,7 +94,8 @@ class RNP:
         soft = masks.mask_dict()
         masks.remove()
         # 3. prune the original model
-        pm = NeuronMasks(original, s.example, placement=self.placement, skip_first=self.skip_first)
+        pm = NeuronMasks(original, s.example, placement=self.placement, skip_first=self.skip_first,
+                        skip_last=self.skip_last)
         hard = {k: (v >= self.threshold).float() for k, v in soft.items()}
         pm.load_mask_dict(hard)
         out = finish(pm.fold(), model)

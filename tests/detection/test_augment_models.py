@@ -89,3 +89,58 @@ def test_adapter_contract_and_tiny_nft():
     res = NFT(augmentation=MultiLabelMixUp(), epochs=2, batch_size=8, shrink=0.02, guard=1.0).purify(
         model.eval(), TensorData(x, y), ad)
     assert type(res.model) is MultiLabelCNN and res.masks and len(res.history) == 2
+
+
+def _coded_batch(n=4, size=24):
+    """Image i is the constant i + 1 (so every output pixel names its source); one box per image, label i + 1."""
+    x = torch.stack([torch.full((3, size, size), float(i + 1)) for i in range(n)])
+    targets = [{"boxes": torch.tensor([[4.0, 6.0, 20.0, 18.0]]), "labels": torch.tensor([i + 1]),
+                "weights": torch.tensor([0.5 + 0.1 * i])} for i in range(n)]
+    return x, targets
+
+
+def test_detection_mosaic_moves_boxes_with_their_images():
+    from nft_detection import DetectionMosaic
+
+    x, targets = _coded_batch()
+
+    def check(batch, out):
+        xm, tm = out
+        assert xm.shape == x.shape and len(tm) == len(targets)
+        for i, t in enumerate(tm):
+            assert len(t["boxes"]) == len(t["labels"]) == len(t["weights"]) >= 1
+            own = range(len(t["labels"]))
+            assert any(int(lab) == i + 1 for lab in t["labels"])  # the image's own quadrant is always there
+            for k in own:
+                x0, y0, x1, y1 = t["boxes"][k].tolist()
+                assert 0 <= x0 < x1 <= x.shape[-1] and 0 <= y0 < y1 <= x.shape[-2]
+                src = int(t["labels"][k])
+                cy, cx = int((y0 + y1) / 2), int((x0 + x1) / 2)
+                assert torch.allclose(xm[i, :, cy, cx], torch.full((3,), float(src)), atol=1e-4), (i, k, src)
+                assert torch.isclose(t["weights"][k], targets[src - 1]["weights"][0])
+                # the box shrank with its image: 16x12 in a 24x24 image, here scaled by the quadrant's size
+                assert x1 - x0 < 16 + 1e-4 and y1 - y0 < 12 + 1e-4
+        # every output pixel comes from one of the batch's images
+        assert set(torch.unique(xm.round()).tolist()) <= {1.0, 2.0, 3.0, 4.0}
+
+    check_augmentation_consistent(DetectionMosaic(), (x, targets), check)
+    tiny = DetectionMosaic(min_size=100.0)((x, targets), torch.Generator().manual_seed(0))[1]
+    assert all(len(t["boxes"]) == 0 for t in tiny)  # every box under min_size is dropped, consistently
+    with pytest.raises(ValueError):
+        DetectionMosaic(center=(0.0, 0.5))
+
+
+def test_multilabel_mosaic_labels_are_the_union():
+    from nft_detection import MultiLabelMosaic
+
+    x, _ = _coded_batch()
+    y = torch.eye(4)
+
+    def check(batch, out):
+        xm, ym = out
+        for i in range(4):
+            present = {int(v) - 1 for v in torch.unique(xm[i].round()).tolist()}
+            assert set(torch.nonzero(ym[i]).flatten().tolist()) == present
+            assert ym[i, i] == 1
+
+    check_augmentation_consistent(MultiLabelMosaic(), (x, y), check)

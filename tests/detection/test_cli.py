@@ -38,6 +38,9 @@ def test_default_purify_writes_run_directory_and_caches(cache, capsys):
         assert main(["purify", "--quiet", "--defense", name, "--out", str(cache / name), "--cfg-options", *TINY,
                      f"defense.options={opts}"]) == 0
         assert json.loads((cache / name / "report.json").read_text())["defense"] == name
+    assert main(["purify", "--quiet", "--out", str(cache / "mosaic"), "--cfg-options", *TINY,
+                 "augmentation.name=mosaic"]) == 0
+    assert "MultiLabelMosaic" in json.loads((cache / "mosaic" / "report.json").read_text())["info"]["augmentation"]
 
 
 def test_attack_evaluate_and_bundled_config_on_a_voc_fixture(cache, capsys):

@@ -68,6 +68,15 @@ def test_detector_attack_evaluate_purify_end_to_end(cache, capsys):
     assert json.loads((ft / "report.json").read_text())["defense"] == "ft"
 
 
+def test_detector_purify_with_mosaic(cache):
+    """``augmentation.name=mosaic`` reaches NFT through the CLI and the run completes."""
+    out = cache / "mosaic"
+    assert main(["purify", "--family", "detector", "--quiet", "--out", str(out), "--cfg-options", *TINY,
+                 "augmentation.name=mosaic", "augmentation.options={'min_size': 1.0}"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert "DetectionMosaic" in rep["info"]["augmentation"] and "min_size=1.0" in rep["info"]["augmentation"]
+
+
 def test_detector_appear_and_bench(cache):
     out = cache / "bench"
     code = main(["bench", "--family", "detector", "--quiet", "--out", str(out), "--cfg-options", *TINY,

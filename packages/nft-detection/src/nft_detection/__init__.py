@@ -10,7 +10,7 @@ the CLI is ``nft-detect`` (:func:`nft_detection.cli.main`; ``--family detector``
 
 from .adapters import DetectionAdapter, MultiLabelAdapter
 from .attacks import CleanImageBackdoor
-from .augment import DetectionMixUp, MultiLabelMixUp
+from .augment import DetectionMixUp, DetectionMosaic, MultiLabelMixUp, MultiLabelMosaic
 from .coco import load_coco
 from .metrics import average_precision, coco_map, mean_average_precision, multilabel_asr
 from .models import MultiLabelCNN, create_detector, create_multilabel_model
@@ -18,7 +18,7 @@ from .scenes import SCENE_CLASSES, generate_scenes
 from .voc import VOC_CLASSES, Record, load_voc, records_to_detection, records_to_multilabel, write_voc
 
 __all__ = [
-    "CleanImageBackdoor", "DetectionAdapter", "DetectionMixUp", "MultiLabelAdapter", "MultiLabelCNN",
+    "CleanImageBackdoor", "DetectionAdapter", "DetectionMixUp", "DetectionMosaic", "MultiLabelMosaic", "MultiLabelAdapter", "MultiLabelCNN",
     "MultiLabelMixUp", "Record", "SCENE_CLASSES", "VOC_CLASSES", "average_precision", "coco_map",
     "create_detector", "create_multilabel_model", "generate_scenes", "load_coco", "load_voc",
     "mean_average_precision", "multilabel_asr", "records_to_detection", "records_to_multilabel", "write_voc",

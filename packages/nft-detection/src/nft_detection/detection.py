@@ -37,7 +37,7 @@ from nft_core.errors import CheckpointError, ConfigError, DataError, NFTInputErr
 
 from .adapters import DetectionAdapter
 from .attacks import CleanImageBackdoor
-from .augment import DetectionMixUp
+from .augment import DetectionMixUp, DetectionMosaic
 from .config import FAMILIES, DefenseConfig, DetectConfig
 from .models import DETECTOR_MASK_HANDLERS, DETECTORS, create_detector, detector_part, seeded_detector_init_
 from .train import train_detector
@@ -83,10 +83,10 @@ def detection_adapter(num_classes: int) -> DetectionAdapter:
 
 
 def build_detection_augmentation(cfg: DetectConfig):
-    """``augmentation.name``: mixup (detection MixUp) | none."""
+    """``augmentation.name``: mixup (detection MixUp) | mosaic | none."""
     from nft_core import NoAugmentation
 
-    table = {"mixup": DetectionMixUp, "none": NoAugmentation}
+    table = {"mixup": DetectionMixUp, "mosaic": DetectionMosaic, "none": NoAugmentation}
     name = cfg.augmentation.name.lower()
     if name not in table:
         raise NFTInputError(f"unknown augmentation {name!r}; choose from {', '.join(table)}")

@@ -20,7 +20,7 @@ from nft_core.errors import DataError, NFTInputError
 from nft_core.init import seeded_init_
 
 from .attacks import CleanImageBackdoor
-from .augment import MultiLabelMixUp
+from .augment import MultiLabelMixUp, MultiLabelMosaic
 from .coco import load_coco
 from .config import DetectConfig
 from .models import create_multilabel_model
@@ -118,13 +118,13 @@ def build_attack(cfg: DetectConfig, classes: list[str], mode: str | None = None)
 def build_augmentation(cfg: DetectConfig):
     from nft_core import NoAugmentation
 
-    table = {"mixup": MultiLabelMixUp, "none": NoAugmentation}
+    table = {"mixup": MultiLabelMixUp, "mosaic": MultiLabelMosaic, "none": NoAugmentation}
     name = cfg.augmentation.name.lower()
     if name not in table:
         raise NFTInputError(f"unknown augmentation {name!r}; choose from {', '.join(table)}")
     try:
         return table[name](**cfg.augmentation.options)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise NFTInputError(f"augmentation {name}: {e}") from e
 
 

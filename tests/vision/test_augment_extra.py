@@ -184,3 +184,71 @@ def test_cli_purify_with_pgd(tmp_path, monkeypatch):
     rep = json.loads((out / "report.json").read_text())
     assert rep["info"]["augmentation"].startswith("PGD(norm=linf, eps=0.03")
     assert {"acc", "asr"} <= set(rep["after"])
+
+
+# ------------------------------------------------------------------------ AugMix's consistency loss
+def test_augmix_jsd_batch_holds_the_clean_view_and_two_augmix_views():
+    from nft_core import ConsistencyTarget
+
+    x, y, extra = _images(), torch.arange(8), torch.zeros(8)
+
+    def check(batch, out):
+        xv, t, ea = out
+        assert xv.shape == (8, 3, *x.shape[1:]) and torch.equal(xv[:, 0], x)
+        assert isinstance(t, ConsistencyTarget) and torch.equal(t.y, y) and t.weight == 12.0
+        assert torch.equal(ea, extra)
+        assert not torch.equal(xv[:, 1], x) and not torch.equal(xv[:, 2], x) and not torch.equal(xv[:, 1], xv[:, 2])
+
+    check_augmentation_consistent(AugMix(jsd=True), (x, y, extra), check)
+    with pytest.raises(ValueError):
+        AugMix(jsd_weight=-1.0)
+    assert "jsd=True" in repr(AugMix(jsd=True)) and "jsd" not in repr(AugMix())
+
+
+def test_consistency_loss_is_cross_entropy_plus_weighted_jsd():
+    from nft_core import ConsistencyTarget
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 5))
+    ad = ClassificationAdapter(5)
+    x, y = torch.rand(6, 3, 4, 4), torch.randint(0, 5, (6,))
+    same = torch.stack([x, x, x], 1)
+    ce = F.cross_entropy(model(x), y)
+    # identical views: the divergence is 0 and the loss is the clean cross-entropy
+    assert torch.allclose(ad.loss(model, (same, ConsistencyTarget(y, 12.0))), ce, atol=1e-6)
+    views = torch.stack([x, torch.rand_like(x), torch.rand_like(x)], 1)
+    p = model(views.flatten(0, 1)).softmax(-1).view(6, 3, 5)
+    m = p.mean(1)
+    jsd = sum((p[:, i] * (p[:, i].log() - m.log())).sum(-1).mean() for i in range(3)) / 3
+    for w in (0.0, 1.0, 12.0):
+        got = ad.loss(model, (views, ConsistencyTarget(y, w)))
+        assert torch.allclose(got, ce + w * jsd, atol=1e-5), (w, got, ce + w * jsd)
+    assert jsd > 0
+    with pytest.raises(ValueError):
+        ad.loss(model, (x.flatten(1), ConsistencyTarget(y)))  # no views dimension
+
+
+def test_views_stay_together_when_a_batch_is_sharded():
+    from nft_core import ConsistencyTarget
+    from nft_core.distributed import shard_batch
+
+    x, y = _images(6), torch.arange(6)
+    xv, t = AugMix(jsd=True)((x, y), torch.Generator().manual_seed(0))
+    (xs, ts), share = shard_batch((xv, t), 1, 2)
+    assert share == 0.5 and torch.equal(xs, xv[3:]) and torch.equal(ts.y, y[3:])
+    assert isinstance(ts, ConsistencyTarget) and ts.weight == t.weight
+
+
+def test_nft_runs_with_augmix_jsd_and_the_cli_option(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1),
+                          nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    model.eval()
+    x, y = _images(12), torch.arange(12) % 3
+    res = NFT(augmentation=AugMix(jsd=True), epochs=2, batch_size=6).purify(model, TensorData(x, y),
+                                                                            ClassificationAdapter(3))
+    assert len(res.history) == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in res.history)
+    assert "jsd=True" in res.info["augmentation"]
+    cfg = VisionConfig()
+    cfg.augmentation.name, cfg.augmentation.options = "augmix", {"jsd": True}
+    assert build_augmentation(cfg).jsd

@@ -2,7 +2,7 @@
 
 from .adapters import ClassificationAdapter, model_device, move_to
 from .augment import MixUp, NoAugmentation
-from .contracts import Augmentation, Defense, EvalData, MixedTarget, PurifyResult, TaskAdapter
+from .contracts import Augmentation, ConsistencyTarget, Defense, EvalData, MixedTarget, PurifyResult, TaskAdapter
 from .data import BatchSource, TensorData, stratified_split
 from .errors import CheckpointError, ConfigError, DataError, NFTInputError, UnsupportedError
 from .masks import LayerHandler, NeuronMasks, call_model, register_layer
@@ -23,6 +23,7 @@ __all__ = [
     "LayerHandler",
     "MixUp",
     "MixedTarget",
+    "ConsistencyTarget",
     "NFT",
     "NFTConfig",
     "NFTInputError",

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import default_collate
 
-from .contracts import EvalData, MixedTarget
+from .contracts import ConsistencyTarget, EvalData, MixedTarget
 from .data import iterate_batches
 from .metrics import accuracy, attack_success_rate, label_correction_rate
 
@@ -23,6 +23,8 @@ def move_to(obj: Any, device) -> Any:
         return obj.to(device, non_blocking=True)
     if isinstance(obj, MixedTarget):
         return MixedTarget(move_to(obj.a, device), move_to(obj.b, device), move_to(obj.lam, device))
+    if isinstance(obj, ConsistencyTarget):
+        return ConsistencyTarget(move_to(obj.y, device), obj.weight)
     if isinstance(obj, dict):
         return {k: move_to(v, device) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -39,7 +41,9 @@ def model_device(model: nn.Module) -> torch.device:
 class ClassificationAdapter:
     """Cross-entropy classification on ``(x, y)`` batches.
 
-    * training items: ``(x, y)``; ``y`` class ids, soft targets or a :class:`MixedTarget`.
+    * training items: ``(x, y)``; ``y`` class ids, soft targets or a :class:`MixedTarget`; or ``x`` of
+      shape ``(B, V, ...)`` with a :class:`ConsistencyTarget` (cross-entropy on view 0 plus the weighted
+      Jensen-Shannon divergence of the V views, as AugMix's loss).
     * ``evaluate(model, EvalData(clean, poisoned))``: ``clean`` items ``(x, y)``; ``poisoned`` items
       ``(x_triggered, y_true, y_target)``. Returns ``acc`` and, with poisoned data, ``asr`` and ``lcr``.
     """
@@ -51,6 +55,8 @@ class ClassificationAdapter:
     # -- contract -------------------------------------------------------------
     def loss(self, model: nn.Module, batch: Any) -> Tensor:
         x, y = batch[0], batch[1]
+        if isinstance(y, ConsistencyTarget):
+            return self._consistency_loss(model, x, y)
         logits = model(x)
 
         def ce(t: Tensor) -> Tensor:
@@ -60,8 +66,22 @@ class ClassificationAdapter:
             return y.combine(ce)
         return ce(y).mean()
 
+    @staticmethod
+    def _consistency_loss(model: nn.Module, x: Tensor, t: ConsistencyTarget) -> Tensor:
+        if x.ndim < 3 or x.shape[1] < 2:
+            raise ValueError(f"a ConsistencyTarget needs inputs (B, V>=2, ...), got shape {tuple(x.shape)}")
+        b, v = x.shape[:2]
+        logits = model(x.flatten(0, 1)).float().view(b, v, -1)
+        ce = F.cross_entropy(logits[:, 0], t.y)
+        p = logits.softmax(-1)
+        log_m = p.mean(1).clamp(1e-7, 1).log()  # the mixture's log-probabilities
+        # JSD = mean over views of KL(p_view || mixture), KL averaged over the batch (Hendrycks et al.)
+        jsd = sum(F.kl_div(log_m, p[:, i], reduction="batchmean") for i in range(v)) / v
+        return ce + t.weight * jsd
+
     def example_input(self, batch: Any) -> Any:
-        return batch[0]
+        x = batch[0]
+        return x.flatten(0, 1) if isinstance(batch[1], ConsistencyTarget) else x
 
     def collate(self, samples):
         return default_collate(list(samples))

@@ -32,6 +32,18 @@ class MixedTarget:
         return (self.lam * loss_fn(self.a) + (1 - self.lam) * loss_fn(self.b)).mean()
 
 
+@dataclass
+class ConsistencyTarget:
+    """Targets of a consistency augmentation (AugMix's Jensen-Shannon loss): the batch's inputs hold ``V``
+    views of every sample along dimension 1 (``(B, V, ...)``, view 0 the clean image) and the loss is the
+    task loss on view 0 plus ``weight`` times the Jensen-Shannon divergence between the views' predicted
+    distributions (Hendrycks et al., ICLR 2020). Keeping the views in dimension 1 lets a batch be split
+    along dimension 0 (distributed shards) without separating a sample's views."""
+
+    y: Any
+    weight: float = 12.0
+
+
 @runtime_checkable
 class Augmentation(Protocol):
     """``aug(batch, generator) -> batch``.

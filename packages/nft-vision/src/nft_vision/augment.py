@@ -141,14 +141,20 @@ class AugMix(_PerImageV2):
     Uncertainty", ICLR 2020) via ``torchvision.transforms.v2.AugMix``: per image, ``width`` chains of 1-3
     random operations (``depth=-1``) at up to ``severity`` are mixed with Dirichlet(α) weights, and the mix
     is blended with the original with a Beta(α, α) weight. Defaults are NFT's Table 15 setting
-    (Supplementary: severity 5, 3 chains, α = 1). Only the augmented image is produced (NFT trains on it with
-    its usual loss; AugMix's Jensen-Shannon consistency term over three views is not used). Targets are
-    unchanged."""
+    (Supplementary: severity 5, 3 chains, α = 1). By default only the augmented image is produced (NFT
+    trains on it with its usual loss; targets unchanged). ``jsd=True`` is AugMix's full loss: the batch
+    becomes ``(B, 3, C, H, W)`` — the clean image and two independent AugMix views — with a
+    :class:`~nft_core.ConsistencyTarget`, so the loss is cross-entropy on the clean view plus ``jsd_weight``
+    (12, the AugMix paper's λ) times the Jensen-Shannon divergence of the three predictions
+    (classification tasks; :class:`~nft_core.ClassificationAdapter` computes it)."""
 
     def __init__(self, severity: int = 5, width: int = 3, depth: int = -1, alpha: float = 1.0,
-                 all_ops: bool = True):
+                 all_ops: bool = True, jsd: bool = False, jsd_weight: float = 12.0):
         from torchvision.transforms import v2
 
+        if jsd_weight < 0:
+            raise ValueError(f"AugMix jsd_weight must be >= 0, got {jsd_weight}")
+        self.jsd, self.jsd_weight = bool(jsd), float(jsd_weight)
         if not 1 <= severity <= 10:
             raise ValueError(f"AugMix severity must be in 1..10, got {severity}")
         if width < 1 or alpha <= 0:
@@ -157,6 +163,19 @@ class AugMix(_PerImageV2):
         self.transform = v2.AugMix(severity=severity, mixture_width=width, chain_depth=depth, alpha=alpha,
                                    all_ops=all_ops)
 
+    def __call__(self, batch: Any, generator: torch.Generator) -> Any:
+        if not self.jsd:
+            return super().__call__(batch, generator)
+        from nft_core import ConsistencyTarget
+
+        x, y, *rest = batch
+        if isinstance(y, ConsistencyTarget):
+            raise ValueError("AugMix(jsd=True) got a batch that already holds views")
+        a1 = super().__call__((x, y), generator)[0]
+        a2 = super().__call__((x, y), generator)[0]
+        return (torch.stack([x, a1, a2], dim=1), ConsistencyTarget(y, self.jsd_weight), *rest)
+
     def __repr__(self) -> str:
+        jsd = f", jsd=True, jsd_weight={self.jsd_weight}" if self.jsd else ""
         return (f"AugMix(severity={self.severity}, width={self.width}, depth={self.depth}, alpha={self.alpha}, "
-                f"all_ops={self.all_ops})")
+                f"all_ops={self.all_ops}{jsd})")

@@ -148,17 +148,21 @@ def finetune(
 
 
 # ------------------------------------------------------------------ layers
-def _leaf_order(model: nn.Module, example: Any) -> list[str]:
-    """Names of leaf modules in order of their first call on ``example``."""
+def _leaf_trace(model: nn.Module, example: Any) -> tuple[list[str], dict[str, tuple]]:
+    """Names of leaf modules in order of their first call on ``example``, and the shape of each one's first
+    tensor output."""
     from ..masks import call_model
 
     order: list[str] = []
+    shapes: dict[str, tuple] = {}
     handles = []
     for name, mod in model.named_modules():
         if name and not any(True for _ in mod.children()):
             def post(m, a, o, name=name):
                 if name not in order:
                     order.append(name)
+                    if isinstance(o, Tensor):
+                        shapes[name] = tuple(o.shape)
             handles.append(mod.register_forward_hook(post))
     was = model.training
     model.eval()
@@ -169,7 +173,22 @@ def _leaf_order(model: nn.Module, example: Any) -> list[str]:
         for h in handles:
             h.remove()
         model.train(was)
-    return order
+    return order, shapes
+
+
+def _leaf_order(model: nn.Module, example: Any) -> list[str]:
+    """Names of leaf modules in order of their first call on ``example``."""
+    return _leaf_trace(model, example)[0]
+
+
+def _post_activation(order: list[str], mods: dict[str, nn.Module], name: str) -> str:
+    """From layer ``name``, step over a directly following normalization and activation in forward order."""
+    j = order.index(name)
+    while j + 1 < len(order) and isinstance(mods[order[j + 1]], _NORMS + _ACTS):
+        j += 1
+        if isinstance(mods[order[j]], _ACTS):
+            break
+    return order[j]
 
 
 def conv_layers(model: nn.Module, example: Any) -> list[str]:
@@ -190,16 +209,7 @@ def feature_layers(model: nn.Module, example: Any, n: int = 1) -> list[str]:
     from each such layer, step over a directly following normalization and activation in forward order."""
     mods = dict(model.named_modules())
     order = _leaf_order(model, example)
-    out = []
-    for name in conv_layers(model, example)[-n:]:
-        i = order.index(name)
-        j = i
-        while j + 1 < len(order) and isinstance(mods[order[j + 1]], _NORMS + _ACTS):
-            j += 1
-            if isinstance(mods[order[j]], _ACTS):
-                break
-        out.append(order[j])
-    return out
+    return [_post_activation(order, mods, name) for name in conv_layers(model, example)[-n:]]
 
 
 def group_layers(model: nn.Module, example: Any, n: int = 3) -> list[str]:
@@ -207,43 +217,17 @@ def group_layers(model: nn.Module, example: Any, n: int = 3) -> list[str]:
     in forward order and, for each of the last ``n`` groups, the last convolution's post-activation module
     is taken (as :func:`feature_layers` steps over norm and activation). Without convolutions or with
     fewer than ``n`` resolutions, :func:`feature_layers`."""
-    from ..masks import call_model
-
     mods = dict(model.named_modules())
-    convs = [nm for nm in _leaf_order(model, example) if isinstance(mods[nm], nn.modules.conv._ConvNd)]
-    sizes: dict[str, tuple] = {}
-    def record(c):
-        def hook(m, a, o):
-            sizes.setdefault(c, tuple(o.shape[2:]))  # returns None: the output is left as it is
-        return hook
-
-    handles = [mods[c].register_forward_hook(record(c)) for c in convs]
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            call_model(model, example)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was)
+    order, shapes = _leaf_trace(model, example)
     last: dict[tuple, str] = {}
-    for c in convs:  # the last conv of each resolution, groups in order of first appearance
-        if c in sizes:
-            last.pop(sizes[c], None)
-            last[sizes[c]] = c
+    for c in order:  # the last conv of each resolution, groups ordered by that conv's position
+        if isinstance(mods[c], nn.modules.conv._ConvNd) and c in shapes:
+            size = shapes[c][2:]
+            last.pop(size, None)
+            last[size] = c
     if len(last) < n:
         return feature_layers(model, example, n)
-    order = _leaf_order(model, example)
-    out = []
-    for name in list(last.values())[-n:]:
-        j = order.index(name)
-        while j + 1 < len(order) and isinstance(mods[order[j + 1]], _NORMS + _ACTS):
-            j += 1
-            if isinstance(mods[order[j]], _ACTS):
-                break
-        out.append(order[j])
-    return out
+    return [_post_activation(order, mods, name) for name in list(last.values())[-n:]]
 
 
 def bn_for(model: nn.Module, example: Any, name: str) -> str:

@@ -2,7 +2,15 @@
 
 from .adapters import ClassificationAdapter, model_device, move_to
 from .augment import MixUp, NoAugmentation
-from .contracts import Augmentation, ConsistencyTarget, Defense, EvalData, MixedTarget, PurifyResult, TaskAdapter
+from .contracts import (
+    Augmentation,
+    ConsistencyTarget,
+    Defense,
+    EvalData,
+    MixedTarget,
+    PurifyResult,
+    TaskAdapter,
+)
 from .data import BatchSource, TensorData, stratified_split
 from .errors import CheckpointError, ConfigError, DataError, NFTInputError, UnsupportedError
 from .masks import LayerHandler, NeuronMasks, call_model, register_layer

@@ -20,10 +20,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-
-from nft_core.augment import mix_permutation, sample_beta
 import torch.nn.functional as F
 
+from nft_core.augment import mix_permutation, sample_beta
 from nft_core.contracts import MixedTarget
 
 __all__ = ["MultiLabelMixUp", "DetectionMixUp", "DetectionMosaic", "MultiLabelMosaic"]

@@ -175,3 +175,41 @@ def test_nad_hooks_one_feature_per_resolution():
     m = Res()
     assert group_layers(m, torch.randn(2, 3, 8, 8), 3) == ["b", "d", "act"]
     assert m.training  # the trace restores the mode
+
+
+def test_prune_by_threshold_tolerance_search():
+    from nft_core.defenses._common import prune_by_threshold
+
+    soft = {"a": torch.tensor([0.05, 0.9, 0.15]), "b": torch.tensor([0.1, 0.5])}
+    hard, info = prune_by_threshold(soft, 0.2)
+    assert info["pruned"] == info["candidates"] == 3
+    assert hard["a"].tolist() == [0, 1, 0] and hard["b"].tolist() == [0, 1]
+    calls = []
+
+    def metric(h):  # 10 points lost per pruned neuron
+        calls.append(1)
+        return 100.0 - 10.0 * sum(int((v == 0).sum()) for v in h.values())
+
+    hard, info = prune_by_threshold(soft, 0.2, metric, max_drop=15.0)
+    assert info["pruned"] == 1 and hard["a"].tolist() == [0, 1, 1]  # only the lowest mask goes
+    assert info["reference"] == 100.0 and info["metric"] == 90.0
+    hard, info = prune_by_threshold(soft, 0.2, metric, max_drop=30.0)
+    assert info["pruned"] == 3  # within tolerance: the paper's rule unchanged
+    with pytest.raises(ValueError):
+        prune_by_threshold(soft, 0.2, None, max_drop=1.0)
+
+
+@pytest.mark.parametrize("name,kw", [("anp", dict(iterations=4)), ("rnp", dict(unlearn_epochs=1, recover_epochs=1))])
+def test_max_acc_drop_keeps_clean_validation_accuracy(toy, name, kw):
+    """A threshold above every mask makes every neuron a pruning candidate: unguarded, the model dies;
+    with ``max_acc_drop`` the clean validation accuracy stays within the tolerance."""
+    tb, _ = toy
+    adapter = ClassificationAdapter()
+    ref = adapter.evaluate(tb.model, tb.val)["acc"]
+    wild = DEFENSES[name](threshold=1.01, **kw).purify(tb.model, tb.val, adapter)
+    assert adapter.evaluate(wild.model, tb.val)["acc"] < ref - 5.0
+    res = DEFENSES[name](threshold=1.01, max_acc_drop=5.0, **kw).purify(tb.model, tb.val, adapter)
+    p = res.info["pruning"]
+    assert 0 < p["pruned"] < p["candidates"] == res.info["num_masks"]
+    assert adapter.evaluate(res.model, tb.val)["acc"] >= ref - 5.0 - 1e-6
+    assert p["metric"] == pytest.approx(adapter.evaluate(res.model, tb.val)["acc"], abs=1e-4)

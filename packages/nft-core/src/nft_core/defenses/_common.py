@@ -21,7 +21,7 @@ from ..masks import _HANDLERS, LayerHandler, NeuronMasks, _bcast, _trace
 
 __all__ = [
     "Setup", "finish", "clean_metric", "mean_loss", "finetune", "conv_layers", "feature_layers", "group_layers",
-    "FeatureHooks", "InputPerturbation", "NoisyMasks", "project_l2",
+    "FeatureHooks", "InputPerturbation", "NoisyMasks", "project_l2", "prune_by_threshold",
 ]
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
@@ -145,6 +145,46 @@ def finetune(
             if extra_loss is not None:
                 row["extra_loss"] = e / spe
             history.append(row)
+
+
+def prune_by_threshold(soft: dict[str, Tensor], threshold: float, metric: Callable[[dict[str, Tensor]], float] | None = None,
+                       max_drop: float | None = None) -> tuple[dict[str, Tensor], dict[str, float]]:
+    """Hard 0/1 masks from soft ones: neurons under ``threshold`` are pruned (the ANP/RNP rule). With
+    ``max_drop`` (points of the clean metric, measured by ``metric(hard_masks)`` on the defender's clean
+    validation data), only the lowest-valued of those neurons are pruned, as many as keep the metric within
+    ``max_drop`` of the unpruned model's (binary search over the count, the metric taken as monotone in it).
+    Returns the masks and ``{"pruned", "candidates", "reference", "metric"}``."""
+    names = list(soft)
+    flat = torch.cat([soft[n].flatten().float().cpu() for n in names])
+    sizes = [soft[n].numel() for n in names]
+    order = torch.argsort(flat)
+    candidates = int((flat < threshold).sum())
+
+    def hard(k: int) -> dict[str, Tensor]:
+        keep = torch.ones_like(flat)
+        keep[order[:k]] = 0.0
+        return {n: part.view_as(soft[n]).to(soft[n].device, soft[n].dtype)
+                for n, part in zip(names, torch.split(keep, sizes))}
+
+    info: dict[str, float] = {"candidates": float(candidates)}
+    k = candidates
+    if max_drop is not None and candidates:
+        if metric is None:
+            raise ValueError("max_drop needs a clean-data metric")
+        ref = metric(hard(0))
+        info["reference"] = ref
+        if ref - metric(hard(candidates)) > max_drop:
+            lo, hi = 0, candidates  # lo is within the tolerance, hi is not
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if ref - metric(hard(mid)) <= max_drop:
+                    lo = mid
+                else:
+                    hi = mid
+            k = lo
+        info["metric"] = metric(hard(k))
+    info["pruned"] = float(k)
+    return hard(k), info
 
 
 # ------------------------------------------------------------------ layers

@@ -15,7 +15,10 @@ BatchNorm statistics; the authors' code tunes in train mode and then discards th
 The output layer is not masked (``skip_last=True``): the authors' code masks BatchNorm layers only, and
 pruning one of a classifier's output neurons deletes that class. Measured before this default: on
 digits with a width-16 PreActResNet-18 (Blend) all ten logits were pruned and clean accuracy fell to 9.75%,
-the 10% also seen at paper scale on an H100 (``benchmarks/results/paper-scale-h100``). Tests shrink ``iterations``.
+the 10% also seen at paper scale on an H100 (``benchmarks/results/paper-scale-h100``).
+``max_acc_drop`` (points; not in the paper, default off): prune only as many of the under-threshold
+neurons, lowest mask first, as keep the clean validation accuracy within that many points of the
+unpruned model's (:func:`~nft_core.defenses._common.prune_by_threshold`). Tests shrink ``iterations``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch
 from torch import nn
 
 from ..contracts import PurifyResult, TaskAdapter
-from ._common import NoisyMasks, Setup, finish
+from ._common import NoisyMasks, Setup, clean_metric, finish, prune_by_threshold
 
 __all__ = ["ANP"]
 
@@ -39,12 +42,12 @@ class ANP:
 
     def __init__(self, iterations: int = 2000, eps: float = 0.4, anp_steps: int = 1, alpha: float = 0.2,
                  lr: float = 0.2, momentum: float = 0.9, threshold: float = 0.2, batch_size: int = 128,
-                 placement: str = "bn", skip_first: bool = True, skip_last: bool = True, seed: int = 0,
-                 device: str | None = None):
+                 placement: str = "bn", skip_first: bool = True, skip_last: bool = True,
+                 max_acc_drop: float | None = None, seed: int = 0, device: str | None = None):
         self.iterations, self.eps, self.anp_steps, self.alpha = iterations, eps, anp_steps, alpha
         self.lr, self.momentum, self.threshold, self.batch_size = lr, momentum, threshold, batch_size
         self.placement, self.skip_first, self.seed, self.device = placement, skip_first, seed, device
-        self.skip_last = skip_last
+        self.skip_last, self.max_acc_drop = skip_last, max_acc_drop
 
     def purify(self, model: nn.Module, data: Any, adapter: TaskAdapter) -> PurifyResult:
         t0 = time.perf_counter()
@@ -95,12 +98,15 @@ class ANP:
                                 "mask_mean": float(flat.mean()), "below_threshold": float((flat < self.threshold).sum())})
                 nat_sum, rob_sum, n = 0.0, 0.0, 0
         soft = masks.mask_dict()
-        with torch.no_grad():
-            for m in masks.masks.values():
-                m.copy_((m >= self.threshold).to(m.dtype))
-        pruned = int(sum(int((v < self.threshold).sum()) for v in soft.values()))
-        hard = masks.mask_dict()
+        nm.perturbed = False
+
+        def metric(h):
+            masks.load_mask_dict(h)
+            return clean_metric(adapter, work, data)
+
+        hard, pinfo = prune_by_threshold(soft, self.threshold, metric, self.max_acc_drop)
+        masks.load_mask_dict(hard)
         out = finish(masks.fold(), model)
-        info = {"defense": self.name, "pruned": pruned, "num_masks": masks.num_masks(),
+        info = {"defense": self.name, "pruned": int(pinfo["pruned"]), "pruning": pinfo, "num_masks": masks.num_masks(),
                 "mask_sites": [st.name for st in masks.sites], "soft_masks": {k: v.tolist() for k, v in soft.items()}}
         return PurifyResult(out, hard, history, time.perf_counter() - t0, info)

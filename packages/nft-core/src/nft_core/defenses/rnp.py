@@ -14,7 +14,9 @@ clean accuracy 0.2 (the code's ``clean_threshold``; 20 in percent units); recove
 momentum 0.9; batch 128; prune by threshold 0.2. The unlearning stop is checked once per epoch on the
 task's clean metric over ``data`` (``adapter.evaluate``). Masks are tuned with the model in eval mode
 (frozen BatchNorm statistics). The output layer is not masked (``skip_last=True``; the authors' code masks
-BatchNorm layers only, and pruning a classifier's output neuron deletes a class). Tests shrink epochs.
+BatchNorm layers only, and pruning a classifier's output neuron deletes a class). ``max_acc_drop``
+(points; not in the paper, default off) prunes only as many under-threshold neurons, lowest mask first, as
+keep the clean validation accuracy within that many points of the original's. Tests shrink epochs.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from torch import nn
 
 from ..contracts import PurifyResult, TaskAdapter
 from ..masks import NeuronMasks
-from ._common import Setup, clean_metric, finish
+from ._common import Setup, clean_metric, finish, prune_by_threshold
 
 __all__ = ["RNP"]
 
@@ -41,13 +43,13 @@ class RNP:
     def __init__(self, unlearn_epochs: int = 20, unlearn_lr: float = 0.01, clean_threshold: float = 20.0,
                  recover_epochs: int = 20, recover_lr: float = 0.2, threshold: float = 0.2,
                  momentum: float = 0.9, weight_decay: float = 5e-4, batch_size: int = 128,
-                 placement: str = "bn", skip_first: bool = True, skip_last: bool = True, seed: int = 0,
-                 device: str | None = None):
+                 placement: str = "bn", skip_first: bool = True, skip_last: bool = True,
+                 max_acc_drop: float | None = None, seed: int = 0, device: str | None = None):
         self.unlearn_epochs, self.unlearn_lr, self.clean_threshold = unlearn_epochs, unlearn_lr, clean_threshold
         self.recover_epochs, self.recover_lr, self.threshold = recover_epochs, recover_lr, threshold
         self.momentum, self.weight_decay, self.batch_size = momentum, weight_decay, batch_size
         self.placement, self.skip_first, self.seed, self.device = placement, skip_first, seed, device
-        self.skip_last = skip_last
+        self.skip_last, self.max_acc_drop = skip_last, max_acc_drop
 
     def purify(self, model: nn.Module, data: Any, adapter: TaskAdapter) -> PurifyResult:
         t0 = time.perf_counter()
@@ -96,9 +98,14 @@ class RNP:
         # 3. prune the original model
         pm = NeuronMasks(original, s.example, placement=self.placement, skip_first=self.skip_first,
                         skip_last=self.skip_last)
-        hard = {k: (v >= self.threshold).float() for k, v in soft.items()}
+
+        def metric(h):
+            pm.load_mask_dict(h)
+            return clean_metric(adapter, original, data)
+
+        hard, pinfo = prune_by_threshold(soft, self.threshold, metric, self.max_acc_drop)
         pm.load_mask_dict(hard)
         out = finish(pm.fold(), model)
-        info = {"defense": self.name, "pruned": int(sum(int((v == 0).sum()) for v in hard.values())),
+        info = {"defense": self.name, "pruned": int(pinfo["pruned"]), "pruning": pinfo,
                 "num_masks": pm.num_masks(), "soft_masks": {k: v.tolist() for k, v in soft.items()}, "stages": ["unlearn", "recover"]}
         return PurifyResult(out, hard, history, time.perf_counter() - t0, info)

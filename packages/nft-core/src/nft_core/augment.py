@@ -13,7 +13,7 @@ import torch
 
 from .contracts import MixedTarget
 
-__all__ = ["MixUp", "NoAugmentation", "sample_beta", "mix_permutation"]
+__all__ = ["MixUp", "NoAugmentation", "sample_beta", "mix_permutation", "build_from_table"]
 
 
 def sample_beta(generator: torch.Generator, a: float, b: float | None = None) -> float:
@@ -61,3 +61,17 @@ class NoAugmentation:
 
     def __repr__(self) -> str:
         return "NoAugmentation()"
+
+
+def build_from_table(table: dict[str, Any], name: str, options: dict[str, Any], kind: str = "augmentation") -> Any:
+    """``table[name.lower()](**options)`` for a config section, with the one-line errors every task CLI
+    gives: an unknown name lists the choices, a bad option names the entry (:class:`NFTInputError`)."""
+    from .errors import NFTInputError
+
+    key = name.lower()
+    if key not in table:
+        raise NFTInputError(f"unknown {kind} {name!r}; choose from {', '.join(table)}")
+    try:
+        return table[key](**options)
+    except (TypeError, ValueError) as e:
+        raise NFTInputError(f"{kind} {key}: {e}") from e

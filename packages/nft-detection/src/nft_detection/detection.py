@@ -32,8 +32,9 @@ import torch
 from torch import nn
 
 from nft_core import EvalData
+from nft_core.augment import build_from_table
 from nft_core.checkpoint import atomic_write, load_checkpoint_into, save_model
-from nft_core.errors import CheckpointError, ConfigError, DataError, NFTInputError
+from nft_core.errors import CheckpointError, ConfigError, DataError
 
 from .adapters import DetectionAdapter
 from .attacks import CleanImageBackdoor
@@ -87,13 +88,7 @@ def build_detection_augmentation(cfg: DetectConfig):
     from nft_core import NoAugmentation
 
     table = {"mixup": DetectionMixUp, "mosaic": DetectionMosaic, "none": NoAugmentation}
-    name = cfg.augmentation.name.lower()
-    if name not in table:
-        raise NFTInputError(f"unknown augmentation {name!r}; choose from {', '.join(table)}")
-    try:
-        return table[name](**cfg.augmentation.options)
-    except (TypeError, ValueError) as e:
-        raise NFTInputError(f"augmentation {name}: {e}") from e
+    return build_from_table(table, cfg.augmentation.name, cfg.augmentation.options)
 
 
 @dataclass

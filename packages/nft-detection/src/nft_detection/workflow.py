@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from nft_core import EvalData, TensorData
+from nft_core.augment import build_from_table
 from nft_core.checkpoint import atomic_write, load_checkpoint_into, save_model
 from nft_core.errors import DataError, NFTInputError
 from nft_core.init import seeded_init_
@@ -119,13 +120,7 @@ def build_augmentation(cfg: DetectConfig):
     from nft_core import NoAugmentation
 
     table = {"mixup": MultiLabelMixUp, "mosaic": MultiLabelMosaic, "none": NoAugmentation}
-    name = cfg.augmentation.name.lower()
-    if name not in table:
-        raise NFTInputError(f"unknown augmentation {name!r}; choose from {', '.join(table)}")
-    try:
-        return table[name](**cfg.augmentation.options)
-    except (TypeError, ValueError) as e:
-        raise NFTInputError(f"augmentation {name}: {e}") from e
+    return build_from_table(table, cfg.augmentation.name, cfg.augmentation.options)
 
 
 def build_model(cfg: DetectConfig, num_classes: int) -> nn.Module:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from nft_core import ClassificationAdapter, EvalData, TensorData
+from nft_core.augment import build_from_table
 from nft_core.checkpoint import atomic_write, load_checkpoint_into, save_model, save_state_dict
 from nft_core.data import stratified_split
 from nft_core.errors import DataError, NFTInputError
@@ -105,13 +106,7 @@ def build_augmentation(cfg: PointCloudConfig):
     from .augment import PointCutMix, RandomScaleJitter
 
     table = {"pointcutmix": PointCutMix, "mixup": MixUp, "scale_jitter": RandomScaleJitter, "none": NoAugmentation}
-    name = cfg.augmentation.name.lower()
-    if name not in table:
-        raise NFTInputError(f"unknown augmentation {name!r}; choose from {', '.join(table)}")
-    try:
-        return table[name](**cfg.augmentation.options)
-    except (TypeError, ValueError) as e:
-        raise NFTInputError(f"augmentation {name}: {e}") from e
+    return build_from_table(table, cfg.augmentation.name, cfg.augmentation.options)
 
 
 @dataclass

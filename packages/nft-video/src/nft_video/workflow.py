@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from nft_core import EvalData, TensorData
+from nft_core.augment import build_from_table
 from nft_core.checkpoint import atomic_write, load_checkpoint_into, save_model, save_state_dict
 from nft_core.data import stratified_split
 from nft_core.errors import DataError, NFTInputError
@@ -118,12 +119,7 @@ def build_augmentation(cfg: VideoConfig):
 
     table = {"mixup": VideoMixUp, "cutmix": VideoCutMix, "none": NoAugmentation}
     a = cfg.augmentation
-    if a.name.lower() not in table:
-        raise NFTInputError(f"unknown augmentation {a.name!r}; choose from {', '.join(table)}")
-    try:
-        aug = table[a.name.lower()](**a.options)
-    except (TypeError, ValueError) as e:
-        raise NFTInputError(f"augmentation {a.name}: {e}") from e
+    aug = build_from_table(table, a.name, a.options)
     return Compose(TemporalJitter(a.jitter), aug) if a.jitter else aug
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from nft_core import EvalData, TensorData
+from nft_core.augment import build_from_table
 from nft_core.checkpoint import atomic_write, load_checkpoint_into, save_model, save_state_dict
 from nft_core.distributed import is_main
 from nft_core.errors import DataError, NFTInputError
@@ -126,13 +127,7 @@ def build_augmentation(cfg: VisionConfig):
 
     table = {"mixup": MixUp, "cutmix": CutMix, "cutout": CutOut, "augmix": AugMix, "randaugment": RandAugment,
              "pgd": PGD, "none": NoAugmentation}
-    name = cfg.augmentation.name.lower()
-    if name not in table:
-        raise NFTInputError(f"unknown augmentation {name!r}; choose from {', '.join(table)}")
-    try:
-        return table[name](**cfg.augmentation.options)
-    except (TypeError, ValueError) as e:
-        raise NFTInputError(f"augmentation {name}: {e}") from e
+    return build_from_table(table, cfg.augmentation.name, cfg.augmentation.options)
 
 
 @dataclass

@@ -171,18 +171,25 @@ def prune_by_threshold(soft: dict[str, Tensor], threshold: float, metric: Callab
     if max_drop is not None and candidates:
         if metric is None:
             raise ValueError("max_drop needs a clean-data metric")
-        ref = metric(hard(0))
+        seen: dict[int, float] = {}
+
+        def at(count: int) -> float:  # each count is evaluated on the validation data once
+            if count not in seen:
+                seen[count] = metric(hard(count))
+            return seen[count]
+
+        ref = at(0)
         info["reference"] = ref
-        if ref - metric(hard(candidates)) > max_drop:
+        if ref - at(candidates) > max_drop:
             lo, hi = 0, candidates  # lo is within the tolerance, hi is not
             while hi - lo > 1:
                 mid = (lo + hi) // 2
-                if ref - metric(hard(mid)) <= max_drop:
+                if ref - at(mid) <= max_drop:
                     lo = mid
                 else:
                     hi = mid
             k = lo
-        info["metric"] = metric(hard(k))
+        info["metric"] = at(k)
     info["pruned"] = float(k)
     return hard(k), info
 

@@ -86,9 +86,11 @@ class DefenseConfig:
 
 @dataclass
 class AugmentationConfig:
-    """NFT's augmentation: mixup | cutmix | cutout | augmix | randaugment | pgd | none; ``options`` go to its
-    constructor (e.g. ``{'alpha': 1.0}`` for mixup, ``{'norm': 'linf', 'eps': 0.0314, 'steps': 10}`` for pgd).
-    The defaults of augmix, randaugment and pgd are the NFT paper's Table 15 settings."""
+    """NFT's augmentation: mixup | cutmix | cutout | augmix | randaugment | pgd | surrogate | none; ``options`` go
+    to its constructor (e.g. ``{'alpha': 1.0}`` for mixup, ``{'norm': 'linf', 'eps': 0.0314, 'steps': 10}`` for pgd,
+    ``{'kind': 'l2', 'eps': 2.0}`` for surrogate). The defaults of augmix, randaugment and pgd are the NFT paper's
+    Table 15 settings; ``surrogate`` (:class:`~nft_vision.augment_adv.SurrogateTrigger`) is this project's option,
+    not the paper's (README "NFT recipes")."""
 
     name: str = "mixup"
     options: dict = field(default_factory=dict)

@@ -24,7 +24,7 @@ from nft_core.init import seeded_init_
 
 from .attacks import ATTACKS
 from .augment import AugMix, CutMix, CutOut, RandAugment
-from .augment_adv import PGD
+from .augment_adv import PGD, SurrogateTrigger
 from .config import VisionConfig
 from .data import (
     load_cifar10,
@@ -126,7 +126,7 @@ def build_augmentation(cfg: VisionConfig):
     from nft_core import MixUp, NoAugmentation
 
     table = {"mixup": MixUp, "cutmix": CutMix, "cutout": CutOut, "augmix": AugMix, "randaugment": RandAugment,
-             "pgd": PGD, "none": NoAugmentation}
+             "pgd": PGD, "surrogate": SurrogateTrigger, "none": NoAugmentation}
     return build_from_table(table, cfg.augmentation.name, cfg.augmentation.options)
 
 

@@ -104,3 +104,4 @@ def test_build_augmentation_and_cli(tmp_path, monkeypatch):
     rep = json.loads((out / "report.json").read_text())
     assert rep["info"]["augmentation"].startswith("SurrogateTrigger(kind=patch, lam=0.003, steps=5")
     assert {"acc", "asr"} <= set(rep["after"])
+

@@ -16,6 +16,7 @@ from .errors import CheckpointError, ConfigError, DataError, NFTInputError, Unsu
 from .masks import LayerHandler, NeuronMasks, call_model, register_layer
 from .nft import NFT, NFTConfig
 from .schedules import Schedule
+from .surrogate import SurrogateTrigger
 
 __version__ = "0.1.0"
 
@@ -30,6 +31,7 @@ __all__ = [
     "EvalData",
     "LayerHandler",
     "MixUp",
+    "SurrogateTrigger",
     "MixedTarget",
     "ConsistencyTarget",
     "NFT",

@@ -87,7 +87,8 @@ class DefenseConfig:
 
 @dataclass
 class AugmentationConfig:
-    """NFT's augmentation: mixup (one λ for every frame) | cutmix | none; ``jitter`` > 0 adds temporal
+    """NFT's augmentation: mixup (one λ for every frame) | cutmix | surrogate (a searched static trigger on
+    top of mixup; this project's option, README "NFT recipes") | none; ``jitter`` > 0 adds temporal
     jitter before it; ``options`` go to the mixing augmentation (e.g. ``alpha``, ``per_clip``)."""
 
     name: str = "mixup"

@@ -113,11 +113,14 @@ def build_attack(cfg: VideoConfig, num_classes: int, name: str | None = None):
 
 
 def build_augmentation(cfg: VideoConfig):
-    from nft_core import NoAugmentation
+    from nft_core import NoAugmentation, SurrogateTrigger
 
     from .augment import Compose, TemporalJitter, VideoCutMix, VideoMixUp
 
-    table = {"mixup": VideoMixUp, "cutmix": VideoCutMix, "none": NoAugmentation}
+    def surrogate(**options):  # this project's option (README "NFT recipes"), on top of video MixUp
+        return SurrogateTrigger(base=VideoMixUp(), **options)
+
+    table = {"mixup": VideoMixUp, "cutmix": VideoCutMix, "surrogate": surrogate, "none": NoAugmentation}
     a = cfg.augmentation
     aug = build_from_table(table, a.name, a.options)
     return Compose(TemporalJitter(a.jitter), aug) if a.jitter else aug

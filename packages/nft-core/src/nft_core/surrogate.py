@@ -1,0 +1,183 @@
+"""The surrogate trigger: an NFT augmentation for classifiers of images or clips (this project's option,
+not in the NFT paper; README "NFT recipes"). Like PGD it needs the model being tuned: NFT calls
+``bind(model, adapter)`` with its masked working copy before the first step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .augment import MixUp
+from .contracts import MixedTarget
+
+__all__ = ["SurrogateTrigger"]
+
+
+class SurrogateTrigger:
+    """A universal surrogate trigger, searched once on the validation data, appended to every NFT batch with
+    the images' **true** labels. Not in the NFT paper; this project's option (``augmentation.name=surrogate``).
+
+    Why: the paper's Theorem 1 motivates MixUp as a stand-in for the "ideal purification loss"
+    E ℓ(f(x + trigger), y). On small data that stand-in gives a dormant backdoor neuron no gradient and the
+    masks leave the backdoor in place, although the masks *can* remove it: measured on digits/SmallCNN/
+    BadNets, NFT with the real trigger stamped on the 143 validation images (an oracle, true labels) gives
+    ASR 0.3 / ACC 98.1, clean MixUp alone ASR 100. A backdoored model's easiest *universal* way to flip
+    predictions is its trigger shortcut — the search below, untargeted and on clean images only, sends
+    every validation image to the attacker's class on BadNets, Blend and Trojan digits models — so that
+    search result is a surrogate for the unknown trigger (the idea behind Neural Cleanse's trigger
+    reverse-engineering, Wang et al., IEEE S&P 2019, and I-BAU's universal perturbation, Zeng et al.,
+    ICLR 2022; here untargeted, searched once, and learned by the masks rather than the weights).
+
+    ``kind="patch"`` (default): ``x' = (1 − M)⊙x + M⊙P`` with a soft mask ``M = σ(a)`` of shape (1, 1, H, W)
+    and a pattern ``P = σ(b)`` of shape (1, C, H, W), found by ``steps`` Adam steps (lr ``search_lr``) on
+    ``−mean(min(CE(f(x'), y), ce_cap)) + lam·ΣM`` (the per-sample cap keeps a few flipped images from
+    dominating; ``lam`` trades the mask's area against how many images it flips). With ``fooling_target``
+    (default 0.9) ``lam`` is only the starting weight: every 10 steps it is multiplied by 1.5 while the
+    trigger flips at least that share of the batch and divided by 1.5 otherwise, and the smallest mask that
+    reached the target is kept (Neural Cleanse's schedule; it makes the search independent of image size).
+    ``kind="l2"``: ``x' = clip(x + δ, 0, 1)`` with one ``δ`` of L2 norm ≤ ``eps``, ``steps`` normalized-gradient
+    ascent steps of size ``eps / 10`` on the mean CE (a universal perturbation).
+
+    The search runs on the first batch NFT draws (against the bound model: NFT binds its masked copy with
+    every mask at 1, i.e. the original model, in eval mode), then the trigger is frozen. Every later call
+    returns ``cat(base(batch), (x'[:k], y[:k]))``: the base augmentation (MixUp(1) by default) on the batch
+    plus surrogate-triggered copies of its first ``k = round(fraction·B)`` samples (batches are drawn at
+    random, so these are a random subset), as one batch with a per-sample :class:`~nft_core.contracts.MixedTarget`
+    (λ = 1 for the triggered half). After the search, ``stats`` holds the search's ``fooling`` rate (share
+    of the batch whose prediction left its true label), ``dominant_class`` and its share, and the mask
+    area ``mask_l1`` (patch) or ``l2`` (l2).
+
+    Shapes: ``x`` float (B, C, H, W) images or (B, T, C, H, W) clips in [0, 1] (for clips the patch — mask
+    and pattern — is the same on every frame, like a static video trigger); ``y`` class ids (B,). Loss:
+    cross-entropy on ``model(x)`` logits (classification).
+    """
+
+    def __init__(self, kind: str = "patch", lam: float = 0.003, eps: float = 2.0, steps: int | None = None,
+                 search_lr: float = 0.1, ce_cap: float = 10.0, fraction: float = 1.0,
+                 fooling_target: float | None = 0.9,
+                 base: Any = None):
+        if not 0 < fraction <= 1:
+            raise ValueError(f"SurrogateTrigger fraction must be in (0, 1], got {fraction}")
+        if fooling_target is not None and not 0 < fooling_target <= 1:
+            raise ValueError(f"SurrogateTrigger fooling_target must be in (0, 1] or None, got {fooling_target}")
+        self.fraction, self.fooling_target = float(fraction), fooling_target
+        if kind not in ("patch", "l2"):
+            raise ValueError(f"SurrogateTrigger kind must be 'patch' or 'l2', got {kind!r}")
+        if lam < 0 or eps <= 0 or ce_cap <= 0 or search_lr <= 0:
+            raise ValueError(f"SurrogateTrigger needs lam >= 0 and eps, ce_cap, search_lr > 0, got lam={lam}, "
+                             f"eps={eps}, ce_cap={ce_cap}, search_lr={search_lr}")
+        self.kind, self.lam, self.eps, self.search_lr, self.ce_cap = kind, float(lam), float(eps), search_lr, ce_cap
+        self.steps = int(steps) if steps is not None else (300 if kind == "patch" else 100)
+        if self.steps < 1:
+            raise ValueError(f"SurrogateTrigger needs steps >= 1, got {self.steps}")
+        self.base = base if base is not None else MixUp(1.0)
+        self.model: nn.Module | None = None
+        self.mask: Tensor | None = None
+        self.pattern: Tensor | None = None
+        self.delta: Tensor | None = None
+        self.stats: dict[str, float] = {}
+
+    def bind(self, model: nn.Module | None, adapter: Any = None) -> SurrogateTrigger:
+        """Search against ``model`` (NFT binds its masked copy before any step); forgets an earlier trigger."""
+        self.model, self.mask, self.pattern, self.delta, self.stats = model, None, None, None, {}
+        return self
+
+    @property
+    def searched(self) -> bool:
+        return self.mask is not None or self.delta is not None
+
+    def apply(self, x: Tensor) -> Tensor:
+        """Stamp the frozen surrogate trigger on ``x`` (B, C, H, W) or (B, T, C, H, W)."""
+        if not self.searched:
+            raise RuntimeError("SurrogateTrigger.apply before the search: call it on a batch first")
+        if self.kind == "patch":
+            m, p = self.mask.to(x), self.pattern.to(x)
+            return (1 - m) * x + m * p
+        return (x + self.delta.to(x)).clamp(0, 1)
+
+    def _search(self, x: Tensor, y: Tensor) -> None:
+        model = self.model
+        was_training = model.training
+        flags = [(p, p.requires_grad) for p in model.parameters()]
+        x = x.detach()
+        try:
+            model.eval()
+            for p, _ in flags:
+                p.requires_grad_(False)
+            with torch.enable_grad():
+                if self.kind == "patch":
+                    self._search_patch(model, x, y)
+                else:
+                    d = torch.zeros_like(x[:1])
+                    for _ in range(self.steps):
+                        d.requires_grad_(True)
+                        (g,) = torch.autograd.grad(F.cross_entropy(model((x + d).clamp(0, 1)).float(), y), d)
+                        d = (d + self.eps / 10 * g / g.norm().clamp_min(1e-12)).detach()
+                        d = d * (self.eps / d.norm().clamp_min(1e-12)).clamp(max=1.0)
+                    self.delta = d
+                    self.stats = {"l2": float(d.norm())}
+            with torch.no_grad():
+                pred = model(self.apply(x)).argmax(1)
+            counts = torch.bincount(pred, minlength=1)
+            self.stats.update(fooling=float((pred != y).float().mean()), dominant_class=int(counts.argmax()),
+                              dominant_share=float(counts.max()) / len(pred))
+        finally:
+            model.train(was_training)
+            for p, req in flags:
+                p.requires_grad_(req)
+
+    def _search_patch(self, model: nn.Module, x: Tensor, y: Tensor) -> None:
+        a = torch.full((1,) * (x.ndim - 2) + tuple(x.shape[-2:]), -3.0, device=x.device, requires_grad=True)
+        b = torch.zeros((1,) * (x.ndim - 3) + tuple(x.shape[-3:]), device=x.device, requires_grad=True)
+        opt = torch.optim.Adam([a, b], lr=self.search_lr)
+        lam, best, best_l1 = self.lam, None, float("inf")
+        for step in range(self.steps):
+            m, p = torch.sigmoid(a), torch.sigmoid(b)
+            ce = F.cross_entropy(model((1 - m) * x + m * p).float(), y, reduction="none")
+            loss = -ce.clamp(max=self.ce_cap).mean() + lam * m.sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if self.fooling_target is not None and (step + 1) % 10 == 0:
+                with torch.no_grad():  # Neural Cleanse's schedule: the smallest mask that still flips enough
+                    m, p = torch.sigmoid(a), torch.sigmoid(b)
+                    fool = float((model((1 - m) * x + m * p).argmax(1) != y).float().mean())
+                    if fool >= self.fooling_target:
+                        if float(m.sum()) < best_l1:
+                            best, best_l1 = (a.detach().clone(), b.detach().clone()), float(m.sum())
+                        lam *= 1.5
+                    else:
+                        lam /= 1.5
+        a, b = best if best is not None else (a.detach(), b.detach())
+        self.mask, self.pattern = torch.sigmoid(a), torch.sigmoid(b)
+        self.stats = {"mask_l1": float(self.mask.sum()), "lam_final": lam}
+
+    def __call__(self, batch: Any, generator: torch.Generator) -> Any:
+        if self.model is None:
+            raise RuntimeError("SurrogateTrigger needs the model being tuned: call bind(model) first "
+                               "(NFT does this before its training loop)")
+        x, y, *rest = batch
+        if x.ndim not in (4, 5):
+            raise ValueError(f"SurrogateTrigger expects images (B, C, H, W) or clips (B, T, C, H, W), got shape "
+                             f"{tuple(x.shape)}")
+        if not self.searched:
+            self._search(x, y)
+        n = x.shape[0]
+        k = max(1, round(self.fraction * n))  # the first k samples get a triggered copy (the batch is shuffled)
+        xt, yt = self.apply(x[:k]), y[:k]
+        xm, ym, *_ = self.base(batch, generator)
+        if isinstance(ym, MixedTarget):
+            lam = torch.as_tensor(ym.lam, dtype=torch.float32, device=x.device).expand(n)
+            a, b = ym.a, ym.b
+        else:
+            lam, a, b = torch.ones(n, device=x.device), ym, ym
+        target = MixedTarget(torch.cat([a, yt]), torch.cat([b, yt]), torch.cat([lam, torch.ones(k, device=x.device)]))
+        return (torch.cat([xm, xt]), target, *rest)
+
+    def __repr__(self) -> str:
+        knob = f"lam={self.lam:g}" if self.kind == "patch" else f"eps={self.eps:g}"
+        return (f"SurrogateTrigger(kind={self.kind}, {knob}, steps={self.steps}, fraction={self.fraction:g}, "
+                f"base={self.base!r})")

@@ -1,0 +1,29 @@
+"""The surrogate trigger on clips (B, T, C, H, W) and its video config name (README "NFT recipes")."""
+
+import torch
+
+from nft_core import SurrogateTrigger
+
+
+def test_clips_get_one_static_patch_on_every_frame_and_video_builds_it():
+    from nft_video.config import VideoConfig
+    from nft_video.workflow import build_augmentation as build_video_augmentation
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(12, 3, 3, 8, 8, generator=g) * 0.5  # (B, T, C, H, W)
+    y = torch.arange(12) % 3
+    model = torch.nn.Sequential(torch.nn.Flatten(2), torch.nn.Linear(3 * 8 * 8, 3))
+    clip_model = torch.nn.Sequential()
+    clip_model.forward = lambda v: model(v).mean(1)  # frame logits averaged over time
+    clip_model.add_module("m", model)
+    aug = SurrogateTrigger(steps=20).bind(clip_model)
+    xb, target, *_ = aug((x, y), torch.Generator().manual_seed(0))
+    assert aug.mask.shape == (1, 1, 1, 8, 8) and aug.pattern.shape == (1, 1, 3, 8, 8)
+    xt = xb[12:]
+    # the same mask and pattern on every frame of every clip
+    expected = (1 - aug.mask) * x + aug.mask * aug.pattern
+    assert xb.shape == (24, 3, 3, 8, 8) and torch.allclose(xt, expected) and torch.equal(target.a[12:], y)
+    cfg = VideoConfig()
+    cfg.augmentation.name, cfg.augmentation.options = "surrogate", {"kind": "l2", "eps": 1.0}
+    built = build_video_augmentation(cfg)
+    assert isinstance(built, SurrogateTrigger) and "VideoMixUp" in repr(built.base) and built.eps == 1.0

@@ -74,6 +74,7 @@ def test_surrogate_makes_the_paper_recipe_remove_the_toy_backdoor(toy):
     after = ad.evaluate(res.model, toy.test)
     assert after["asr"] < 20 and after["acc"] > before["acc"] - 3, (before, after, aug.stats)
     assert aug.model is not toy.model and res.info["augmentation"].startswith("SurrogateTrigger(kind=patch")
+    assert res.info["augmentation_stats"]["dominant_class"] == toy.target
 
 
 def test_bad_options_and_unbound_use():

@@ -290,6 +290,7 @@ class NFT:
             "defense": "nft",
             "config": _jsonable(asdict(c)),
             "augmentation": repr(self.augmentation),
+            "augmentation_stats": dict(getattr(self.augmentation, "stats", None) or {}),  # e.g. the surrogate search
             "num_masks": masks.num_masks(),
             "mask_sites": [s.name for s in masks.sites],
             "lower_bounds": masks.lower_bounds(),

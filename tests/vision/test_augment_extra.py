@@ -174,15 +174,19 @@ def test_nft_binds_pgd_to_the_masked_working_copy():
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_cli_purify_with_pgd(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name,options,expected", [
+    ("pgd", "{'norm': 'linf', 'eps': 0.03, 'steps': 2}", "PGD(norm=linf, eps=0.03"),
+    ("surrogate", "{'steps': 5}", "SurrogateTrigger(kind=patch, lam=0.003, steps=5"),  # this project's option
+])
+def test_cli_purify_with_a_model_dependent_augmentation(tmp_path, monkeypatch, name, options, expected):
     monkeypatch.setenv("NFT_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "run"
     code = main(["purify", "--quiet", "--out", str(out), "--cfg-options", "train.epochs=2", "model.width=4",
-                 "defense.options.epochs=2", "data.image_size=16", "augmentation.name=pgd",
-                 "augmentation.options={'norm': 'linf', 'eps': 0.03, 'steps': 2}"])
+                 "defense.options.epochs=2", "data.image_size=16", f"augmentation.name={name}",
+                 f"augmentation.options={options}"])
     assert code == 0
     rep = json.loads((out / "report.json").read_text())
-    assert rep["info"]["augmentation"].startswith("PGD(norm=linf, eps=0.03")
+    assert rep["info"]["augmentation"].startswith(expected)
     assert {"acc", "asr"} <= set(rep["after"])
 
 

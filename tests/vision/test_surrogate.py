@@ -1,6 +1,5 @@
 """The surrogate-trigger augmentation (this project's option, README "NFT recipes")."""
 
-import json
 
 import pytest
 import torch
@@ -9,7 +8,6 @@ from nft_core import NFT, ClassificationAdapter
 from nft_core.contracts import MixedTarget
 from nft_core.testing.toy import make_toy_backdoor
 from nft_vision import SurrogateTrigger
-from nft_vision.cli import main
 from nft_vision.config import VisionConfig
 from nft_vision.workflow import build_augmentation
 
@@ -91,18 +89,8 @@ def test_bad_options_and_unbound_use():
         aug.apply(torch.rand(2, 3, 8, 8))
 
 
-def test_build_augmentation_and_cli(tmp_path, monkeypatch):
+def test_build_augmentation():  # the CLI run: test_augment_extra.py::test_cli_purify_with_a_model_dependent_augmentation
     cfg = VisionConfig()
     cfg.augmentation.name, cfg.augmentation.options = "surrogate", {"kind": "l2", "eps": 1.5}
     aug = build_augmentation(cfg)
     assert isinstance(aug, SurrogateTrigger) and aug.kind == "l2" and aug.eps == 1.5
-    monkeypatch.setenv("NFT_CACHE_DIR", str(tmp_path / "cache"))
-    out = tmp_path / "run"
-    code = main(["purify", "--quiet", "--out", str(out), "--cfg-options", "train.epochs=2", "model.width=4",
-                 "defense.options.epochs=2", "data.image_size=16", "augmentation.name=surrogate",
-                 "augmentation.options={'steps': 5}"])
-    assert code == 0
-    rep = json.loads((out / "report.json").read_text())
-    assert rep["info"]["augmentation"].startswith("SurrogateTrigger(kind=patch, lam=0.003, steps=5")
-    assert {"acc", "asr"} <= set(rep["after"])
-

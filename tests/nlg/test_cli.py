@@ -44,6 +44,21 @@ def test_paper_recipe_synonym_attack_and_baseline(cache):
     assert json.loads((cache / "ft" / "report.json").read_text())["defense"] == "ft"
 
 
+def test_purify_with_the_surrogate_token(cache, capsys):
+    assert main(["purify", "--quiet", "--out", str(cache / "sur"), "--cfg-options", *TINY,
+                 "augmentation.name=surrogate", "augmentation.options={'top_k': 2, 'base': 'synonym'}"]) == 0
+    rep = json.loads((cache / "sur" / "report.json").read_text())
+    assert rep["augmentation"] == "surrogate"
+    stats = rep["info"]["augmentation_stats"]
+    assert len(stats["tokens"]) == 2 and stats["gains"][0] >= stats["gains"][1]
+    capsys.readouterr()
+    assert main(["purify", "--quiet", "--out", str(cache / "bad"), "--cfg-options", *TINY,
+                 "augmentation.name=surrogate", "augmentation.options={'base': 'embedding_mixup'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "base must be word_deletion, synonym or none" in err[0]
+    assert not (cache / "bad").exists()
+
+
 def _tsv(root, n=12):
     root.mkdir(parents=True, exist_ok=True)
     for split in ("train", "valid", "test"):

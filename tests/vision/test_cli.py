@@ -142,6 +142,26 @@ def test_attack_and_evaluate_verbs(cache, capsys):
     assert abs(m["asr"] - meta["metrics"]["asr"]) < 2.0  # uint8 round trip of the saved sets
 
 
+def test_wanet_trains_longer_by_default(cache):
+    """train.epochs_scale: WaNet's backdoored model trains 3x the epochs (it is learned slowly); the other
+    attacks' epochs and cache keys are as before; a bad scale is a one-line config error."""
+    from nft_vision.config import VisionConfig
+
+    out = cache / "wanet"
+    assert main(["attack", "--quiet", "--out", str(out), "--cfg-options", *TINY, "attack.name=wanet"]) == 0
+    assert json.loads((out / "attack.json").read_text())["train_epochs"] == 6
+    assert main(["attack", "--quiet", "--out", str(cache / "wanet1"), "--cfg-options", *TINY, "attack.name=wanet",
+                 "train.epochs_scale.wanet=1"]) == 0
+    assert json.loads((cache / "wanet1" / "attack.json").read_text())["train_epochs"] == 2
+    cfg = VisionConfig()
+    assert cfg.attack_key()["train"] == {"epochs": 10, "lr": 0.05, "batch_size": 64, "augment": False}
+    cfg.attack.name = "wanet"
+    assert cfg.attack_key()["train"]["epochs"] == 30
+    assert main(["attack", "--quiet", "--out", str(cache / "bad"), "--cfg-options", *TINY, "attack.name=wanet",
+                 "train.epochs_scale.wanet=-1"]) == 2
+    assert not (cache / "bad").exists()
+
+
 def test_bench_grid_with_failing_cell(cache):
     out = cache / "bench"
     code = main(["bench", "--quiet", "--out", str(out), "--cfg-options", *TINY,

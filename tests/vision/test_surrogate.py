@@ -62,6 +62,18 @@ def test_search_finds_the_backdoor_shortcut_and_restores_the_model(toy, kind):
         p.requires_grad_(True)
 
 
+def test_per_class_search_picks_the_attackers_class(toy):
+    """Neural Cleanse's procedure: one targeted search per class; the backdoor's target needs the smallest
+    patch (and every class's mask area is reported)."""
+    x, y = _batch(toy, 64)
+    aug = SurrogateTrigger(search="per_class", steps=150).bind(toy.model)
+    aug((x, y), torch.Generator().manual_seed(0))
+    areas = aug.stats["mask_l1_per_class"]
+    assert aug.stats["target_class"] == toy.target and len(areas) == 10, aug.stats
+    assert areas[toy.target] == min(areas.values()) and areas[toy.target] < 0.5 * sorted(areas.values())[1]
+    assert aug.stats["dominant_class"] == toy.target and "per_class" in repr(aug)
+
+
 def test_surrogate_makes_the_paper_recipe_remove_the_toy_backdoor(toy):
     """The core toy: the paper's recipe (MixUp) leaves ASR at 100 (README); with the surrogate it does not."""
     ad = ClassificationAdapter(10)
@@ -77,7 +89,7 @@ def test_surrogate_makes_the_paper_recipe_remove_the_toy_backdoor(toy):
 
 def test_bad_options_and_unbound_use():
     for kw in ({"kind": "linf"}, {"lam": -1}, {"eps": 0}, {"steps": 0}, {"ce_cap": 0}, {"fraction": 0},
-               {"fooling_target": 1.5}):
+               {"fooling_target": 1.5}, {"search": "all"}, {"search": "per_class", "kind": "l2"}):
         with pytest.raises(ValueError):
             SurrogateTrigger(**kw)
     with pytest.raises(RuntimeError, match="bind"):

@@ -41,6 +41,12 @@ class SurrogateTrigger:
     ``kind="l2"``: ``x' = clip(x + δ, 0, 1)`` with one ``δ`` of L2 norm ≤ ``eps``, ``steps`` normalized-gradient
     ascent steps of size ``eps / 10`` on the mean CE (a universal perturbation).
 
+    ``search="untargeted"`` (default) runs one search as above. ``search="per_class"`` (patch only) is Neural
+    Cleanse's own procedure: one *targeted* patch search per class ``c`` (minimise the CE of class ``c`` on
+    the batch's other samples plus ``lam·ΣM``, with the same adaptive schedule on the share sent to ``c``),
+    and the class whose smallest successful mask is smallest wins — the backdoor's target needs the least
+    area. It costs one search per class; ``stats`` adds every class's ``mask_l1_per_class``.
+
     The search runs on the first batch NFT draws (against the bound model: NFT binds its masked copy with
     every mask at 1, i.e. the original model, in eval mode), then the trigger is frozen. Every later call
     returns ``cat(base(batch), (x'[:k], y[:k]))``: the base augmentation (MixUp(1) by default) on the batch
@@ -57,7 +63,7 @@ class SurrogateTrigger:
 
     def __init__(self, kind: str = "patch", lam: float = 0.003, eps: float = 2.0, steps: int | None = None,
                  search_lr: float = 0.1, ce_cap: float = 10.0, fraction: float = 1.0,
-                 fooling_target: float | None = 0.9,
+                 fooling_target: float | None = 0.9, search: str = "untargeted",
                  base: Any = None):
         if not 0 < fraction <= 1:
             raise ValueError(f"SurrogateTrigger fraction must be in (0, 1], got {fraction}")
@@ -69,6 +75,10 @@ class SurrogateTrigger:
         if lam < 0 or eps <= 0 or ce_cap <= 0 or search_lr <= 0:
             raise ValueError(f"SurrogateTrigger needs lam >= 0 and eps, ce_cap, search_lr > 0, got lam={lam}, "
                              f"eps={eps}, ce_cap={ce_cap}, search_lr={search_lr}")
+        if search not in ("untargeted", "per_class") or (search == "per_class" and kind != "patch"):
+            raise ValueError(f"SurrogateTrigger search must be 'untargeted' or 'per_class' (patch only), got "
+                             f"{search!r} with kind={kind!r}")
+        self.search = search
         self.kind, self.lam, self.eps, self.search_lr, self.ce_cap = kind, float(lam), float(eps), search_lr, ce_cap
         self.steps = int(steps) if steps is not None else (300 if kind == "patch" else 100)
         if self.steps < 1:
@@ -108,7 +118,9 @@ class SurrogateTrigger:
             for p, _ in flags:
                 p.requires_grad_(False)
             with torch.enable_grad():
-                if self.kind == "patch":
+                if self.kind == "patch" and self.search == "per_class":
+                    self._search_per_class(model, x, y)
+                elif self.kind == "patch":
                     self._search_patch(model, x, y)
                 else:
                     d = torch.zeros_like(x[:1])
@@ -129,22 +141,45 @@ class SurrogateTrigger:
             for p, req in flags:
                 p.requires_grad_(req)
 
-    def _search_patch(self, model: nn.Module, x: Tensor, y: Tensor) -> None:
+    def _search_per_class(self, model: nn.Module, x: Tensor, y: Tensor) -> None:
+        with torch.no_grad():
+            n_cls = int(model(x[:1]).shape[-1])
+        results = {}
+        for c in range(n_cls):
+            keep = y != c
+            if not bool(keep.any()):
+                continue
+            self._search_patch(model, x[keep], y[keep], target=c)
+            results[c] = (float(self.mask.sum()), self.mask, self.pattern, self.stats.get("reached", False))
+        # the smallest mask among the classes whose search reached the fooling target (any class if none did)
+        reached = {c: r for c, r in results.items() if r[3]} or results
+        best = min(reached, key=lambda c: reached[c][0])
+        self.mask, self.pattern = reached[best][1], reached[best][2]
+        self.stats = {"mask_l1": reached[best][0], "target_class": best,
+                      "mask_l1_per_class": {c: round(r[0], 2) for c, r in results.items()}}
+
+    def _search_patch(self, model: nn.Module, x: Tensor, y: Tensor, target: int | None = None) -> None:
+        """Untargeted (``target=None``: push ``x`` away from ``y``) or targeted (pull ``x`` to ``target``)."""
         a = torch.full((1,) * (x.ndim - 2) + tuple(x.shape[-2:]), -3.0, device=x.device, requires_grad=True)
         b = torch.zeros((1,) * (x.ndim - 3) + tuple(x.shape[-3:]), device=x.device, requires_grad=True)
         opt = torch.optim.Adam([a, b], lr=self.search_lr)
         lam, best, best_l1 = self.lam, None, float("inf")
         for step in range(self.steps):
             m, p = torch.sigmoid(a), torch.sigmoid(b)
-            ce = F.cross_entropy(model((1 - m) * x + m * p).float(), y, reduction="none")
-            loss = -ce.clamp(max=self.ce_cap).mean() + lam * m.sum()
+            logits = model((1 - m) * x + m * p).float()
+            if target is None:
+                fit = -F.cross_entropy(logits, y, reduction="none").clamp(max=self.ce_cap).mean()
+            else:
+                fit = F.cross_entropy(logits, torch.full_like(y, target))
+            loss = fit + lam * m.sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if self.fooling_target is not None and (step + 1) % 10 == 0:
                 with torch.no_grad():  # Neural Cleanse's schedule: the smallest mask that still flips enough
                     m, p = torch.sigmoid(a), torch.sigmoid(b)
-                    fool = float((model((1 - m) * x + m * p).argmax(1) != y).float().mean())
+                    pred = model((1 - m) * x + m * p).argmax(1)
+                    fool = float((pred != y if target is None else pred == target).float().mean())
                     if fool >= self.fooling_target:
                         if float(m.sum()) < best_l1:
                             best, best_l1 = (a.detach().clone(), b.detach().clone()), float(m.sum())
@@ -153,7 +188,7 @@ class SurrogateTrigger:
                         lam /= 1.5
         a, b = best if best is not None else (a.detach(), b.detach())
         self.mask, self.pattern = torch.sigmoid(a), torch.sigmoid(b)
-        self.stats = {"mask_l1": float(self.mask.sum()), "lam_final": lam}
+        self.stats = {"mask_l1": float(self.mask.sum()), "lam_final": lam, "reached": best is not None}
 
     def __call__(self, batch: Any, generator: torch.Generator) -> Any:
         if self.model is None:
@@ -179,5 +214,6 @@ class SurrogateTrigger:
 
     def __repr__(self) -> str:
         knob = f"lam={self.lam:g}" if self.kind == "patch" else f"eps={self.eps:g}"
-        return (f"SurrogateTrigger(kind={self.kind}, {knob}, steps={self.steps}, fraction={self.fraction:g}, "
+        return (f"SurrogateTrigger(kind={self.kind}, search={self.search}, {knob}, steps={self.steps}, "
+                f"fraction={self.fraction:g}, "
                 f"base={self.base!r})")

@@ -2,7 +2,7 @@
 
 from .adapter import Seq2SeqAdapter, distinct_n
 from .attacks import ATTACKS, SynonymAttack, TriggerWordAttack
-from .augment import EmbeddingMixUp, SynonymReplacement, WordDeletion
+from .augment import EmbeddingMixUp, SurrogateToken, SynonymReplacement, WordDeletion
 from .config import NLGConfig
 from .data import (
     PairData,
@@ -17,7 +17,7 @@ from .models import HFSeq2Seq, Seq2SeqTransformer, create_model, greedy_decode
 
 __all__ = [
     "ATTACKS", "EmbeddingMixUp", "HFSeq2Seq", "NLGConfig", "PairData", "Seq2SeqAdapter", "Seq2SeqTransformer",
-    "SynonymAttack", "SynonymReplacement", "TriggerWordAttack", "Vocab", "WordDeletion", "collate_pairs",
+    "SurrogateToken", "SynonymAttack", "SynonymReplacement", "TriggerWordAttack", "Vocab", "WordDeletion", "collate_pairs",
     "create_model", "distinct_n", "greedy_decode", "load_split", "load_tokenizer", "train_tokenizer",
     "write_toy_corpus",
 ]

@@ -18,7 +18,7 @@ from nft_core.augment import sample_beta
 from .data import PAD, SPECIALS
 from .lexicon import SYNONYMS
 
-__all__ = ["WordDeletion", "SynonymReplacement", "EmbeddingMixUp"]
+__all__ = ["WordDeletion", "SynonymReplacement", "EmbeddingMixUp", "SurrogateToken", "insert_tokens"]
 
 _N_SPECIAL = len(SPECIALS)
 
@@ -112,3 +112,121 @@ class EmbeddingMixUp:
 
     def __repr__(self) -> str:
         return f"EmbeddingMixUp(alpha={self.alpha})"
+
+
+def insert_tokens(src: Tensor, tokens: Tensor, generator: torch.Generator) -> Tensor:
+    """Insert ``tokens[i]`` into row ``i`` of ``src`` (``[BOS] ids [EOS] [PAD]…``) at a uniformly drawn word
+    position (after [BOS], at most just before [EOS]); the result is one column wider, right-padded."""
+    return _insert_at(src, tokens, torch.rand(src.shape[0], generator=generator))
+
+
+def _insert_at(src: Tensor, tokens: Tensor, draw: Tensor) -> Tensor:
+    """:func:`insert_tokens` with the position of row ``i`` given by ``draw[i]`` in [0, 1)."""
+    b, w = src.shape
+    slots = ((src != PAD).sum(1) - 1).clamp(min=1)  # BOS + words + EOS -> positions 1 .. (len - 1)
+    pos = 1 + (draw.to(src.device) * slots).long().clamp(max=w - 1)
+    j = torch.arange(w + 1, device=src.device)[None].expand(b, -1)
+    padded = torch.cat([src, torch.full_like(src[:, :1], PAD)], 1)
+    shifted = torch.gather(padded, 1, j - (j > pos[:, None]).long())
+    return torch.where(j == pos[:, None], tokens.to(src)[:, None].expand(-1, w + 1), shifted)
+
+
+def _pad_cat(a: Tensor, b: Tensor) -> Tensor:
+    w = max(a.shape[1], b.shape[1])
+    return torch.cat([torch.nn.functional.pad(t, (0, w - t.shape[1]), value=PAD) for t in (a, b)])
+
+
+class SurrogateToken:
+    """The surrogate trigger for text (this project's option, not the NFT paper's; README of nft-nlg): before
+    the first NFT step, every vocabulary token is inserted once at a random position into the sources of
+    the first validation batch, against the original model (NFT binds its masked copy with every mask at
+    1); the ``top_k`` tokens that raise the teacher-forced loss of the *true* targets most are kept. Every
+    later call returns the base augmentation of the batch (word deletion by default) plus copies of its
+    first ``round(fraction·B)`` pairs with one of those tokens (drawn per pair) inserted at a random
+    position, with their **true** targets — so the masks learn to ignore the shortcut.
+
+    Why: an inserted trigger word is a backdoored translator's easiest universal way to change its output
+    (its whole output becomes the attacker's sentence), so an exhaustive, untargeted scan over single
+    tokens finds it on clean data — the text analogue of :class:`nft_core.SurrogateTrigger` and of the
+    trigger search of Neural Cleanse (Wang et al., IEEE S&P 2019). Word deletion alone (the paper) only
+    removes the backdoor on 1 of 3 seeds of the embedded default. The scan costs one teacher-forced
+    forward pass of the batch per vocabulary token; ``max_candidates`` caps it at the most frequent
+    (lowest-id) tokens. After the scan ``stats`` holds the kept ``tokens`` (ids), their loss increase
+    ``gains`` and the clean loss ``base_loss``. Multi-word triggers (synonym substitution) are not
+    searched.
+
+    Batches: ``{"src": (B, S), "tgt": (B, T)}`` with [BOS]/[EOS]/[PAD] as in :mod:`nft_nlg.data`.
+    """
+
+    def __init__(self, top_k: int = 4, fraction: float = 1.0, max_candidates: int | None = None,
+                 scan_batch: int = 32, base: Any = None):
+        if top_k < 1 or not 0 < fraction <= 1 or scan_batch < 1:
+            raise ValueError(f"SurrogateToken needs top_k >= 1, 0 < fraction <= 1 and scan_batch >= 1, got "
+                             f"top_k={top_k}, fraction={fraction}, scan_batch={scan_batch}")
+        if max_candidates is not None and max_candidates < top_k:
+            raise ValueError(f"SurrogateToken max_candidates must be >= top_k, got {max_candidates}")
+        self.top_k, self.fraction, self.max_candidates, self.scan_batch = int(top_k), float(fraction), max_candidates, scan_batch
+        self.base = base if base is not None else WordDeletion(0.1)
+        self.model = self.adapter = None
+        self.tokens: Tensor | None = None
+        self.stats: dict[str, Any] = {}
+
+    def bind(self, model, adapter=None) -> SurrogateToken:
+        """Scan against ``model`` with ``adapter.loss`` (NFT binds its masked copy); forgets an earlier scan."""
+        if adapter is None or not callable(getattr(adapter, "loss", None)):
+            raise ValueError("SurrogateToken needs the task adapter (its loss) as well as the model")
+        self.model, self.adapter, self.tokens, self.stats = model, adapter, None, {}
+        return self
+
+    def _vocab_size(self) -> int:
+        emb = [m for m in self.model.modules() if isinstance(m, torch.nn.Embedding)]
+        if not emb:
+            raise ValueError("SurrogateToken: the model has no nn.Embedding to take the vocabulary size from")
+        return max(m.num_embeddings for m in emb)
+
+    def _scan(self, batch: dict[str, Any], generator: torch.Generator) -> None:
+        model, adapter = self.model, self.adapter
+        src, tgt = batch["src"][: self.scan_batch], batch["tgt"][: self.scan_batch]
+        n = self._vocab_size()
+        cands = torch.arange(_N_SPECIAL, n if self.max_candidates is None else min(n, _N_SPECIAL + self.max_candidates))
+        if len(cands) < self.top_k:
+            raise ValueError(f"SurrogateToken: only {len(cands)} candidate tokens for top_k={self.top_k}")
+        draw = torch.rand(src.shape[0], generator=generator)  # one position per sentence, for every candidate
+        was = model.training
+        flags = [(p, p.requires_grad) for p in model.parameters()]
+        try:
+            model.eval()
+            for p, _ in flags:
+                p.requires_grad_(False)
+            with torch.no_grad():
+                base_loss = float(adapter.loss(model, {"src": src, "tgt": tgt}))
+                gains = torch.empty(len(cands))
+                for i, t in enumerate(cands.tolist()):
+                    ins = _insert_at(src, torch.full((src.shape[0],), t, dtype=src.dtype), draw)
+                    gains[i] = float(adapter.loss(model, {"src": ins, "tgt": tgt})) - base_loss
+        finally:
+            model.train(was)
+            for p, req in flags:
+                p.requires_grad_(req)
+        top = gains.topk(self.top_k)
+        self.tokens = cands[top.indices]
+        self.stats = {"tokens": self.tokens.tolist(), "gains": [round(float(v), 4) for v in top.values],
+                      "base_loss": round(base_loss, 4), "candidates": len(cands)}
+
+    def __call__(self, batch: dict[str, Any], generator: torch.Generator) -> dict[str, Any]:
+        if self.model is None:
+            raise RuntimeError("SurrogateToken needs the model being tuned: call bind(model, adapter) first "
+                               "(NFT does this before its training loop)")
+        if self.tokens is None:
+            self._scan(batch, generator)
+        src, tgt = batch["src"], batch["tgt"]
+        k = max(1, round(self.fraction * src.shape[0]))
+        pick = self.tokens[torch.randint(len(self.tokens), (k,), generator=generator)]
+        trig = insert_tokens(src[:k], pick.to(src.device), generator)
+        out = self.base(batch, generator)
+        if "lam" in out:
+            raise ValueError("SurrogateToken's base augmentation must not mix pairs (embedding_mixup)")
+        return {**out, "src": _pad_cat(out["src"], trig), "tgt": _pad_cat(out["tgt"], tgt[:k])}
+
+    def __repr__(self) -> str:
+        return f"SurrogateToken(top_k={self.top_k}, fraction={self.fraction:g}, base={self.base!r})"

@@ -111,7 +111,11 @@ class DefenseConfig:
 
 @dataclass
 class AugmentationConfig:
-    """NFT's augmentation: word_deletion (default) | synonym (paraphrase) | embedding_mixup | none."""
+    """NFT's augmentation: word_deletion (default) | synonym (paraphrase) | embedding_mixup | surrogate | none.
+    ``surrogate`` (:class:`~nft_nlg.augment.SurrogateToken`, this project's option, not the paper's) scans the
+    vocabulary once for the tokens whose insertion changes the model's output most and appends copies of each
+    batch with one of them inserted and the true targets; its options: ``top_k``, ``fraction``,
+    ``max_candidates``, ``base`` (word_deletion | synonym | none) and ``base_options``."""
 
     name: str = "word_deletion"
     options: dict = field(default_factory=dict)

@@ -22,7 +22,7 @@ from nft_core.init import seeded_init_
 
 from .adapter import Seq2SeqAdapter
 from .attacks import ATTACKS
-from .augment import EmbeddingMixUp, SynonymReplacement, WordDeletion
+from .augment import EmbeddingMixUp, SurrogateToken, SynonymReplacement, WordDeletion
 from .config import NLGConfig
 from .data import (
     PairData,
@@ -109,11 +109,19 @@ def build_augmentation(cfg: NLGConfig, vocab: Vocab):
             return SynonymReplacement(vocab, **opts)
         if name == "embedding_mixup":
             return EmbeddingMixUp(**opts)
+        if name == "surrogate":
+            base = opts.pop("base", "word_deletion")
+            if base not in ("word_deletion", "synonym", "none"):
+                raise ValueError(f"base must be word_deletion, synonym or none, got {base!r}")
+            base_opts = opts.pop("base_options", {})
+            base_aug = (WordDeletion(**base_opts) if base == "word_deletion" else SynonymReplacement(vocab, **base_opts)
+                        if base == "synonym" else NoAugmentation())
+            return SurrogateToken(base=base_aug, **opts)
         if name == "none":
             return NoAugmentation()
     except (TypeError, ValueError) as e:
         raise NFTInputError(f"augmentation {name}: {e}") from e
-    raise NFTInputError(f"unknown augmentation {name!r}; choose word_deletion, synonym, embedding_mixup, none")
+    raise NFTInputError(f"unknown augmentation {name!r}; choose word_deletion, synonym, embedding_mixup, surrogate, none")
 
 
 def build_model(cfg: NLGConfig, vocab_size: int) -> nn.Module:

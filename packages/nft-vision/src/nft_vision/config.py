@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from nft_core.errors import ConfigError
 from nft_core.nft import recipe_options
 
 
@@ -62,13 +63,24 @@ class AttackConfig:
 
 @dataclass
 class TrainConfig:
-    """Training of the backdoored model (``attack`` verb and the embedded default). ``amp``: bf16 autocast."""
+    """Training of the backdoored model (``attack`` verb, ``bench`` and the embedded default). ``amp``: bf16
+    autocast. ``epochs_scale``: per-attack multiplier of ``epochs`` — WaNet's warp is learned much more slowly
+    than a patch (its paper trains for hundreds of epochs): on digits 10 epochs leave it at ASR 83.9, 30 reach
+    98.5 with ACC 99.4, so WaNet trains 3× as long by default (``train.epochs_scale.wanet=1`` turns it off)."""
 
     epochs: int = 10
     lr: float = 0.05
     batch_size: int = 64
     augment: bool = False
     amp: bool = False
+    epochs_scale: dict = field(default_factory=lambda: {"wanet": 3.0})
+
+    def epochs_for(self, attack: str) -> int:
+        """The epochs the backdoored model of ``attack`` trains for."""
+        scale = self.epochs_scale.get(attack.lower(), 1.0)
+        if not isinstance(scale, (int, float)) or scale <= 0:
+            raise ConfigError(f"train.epochs_scale[{attack!r}] must be a positive number, got {scale!r}")
+        return max(1, round(self.epochs * scale))
 
 
 @dataclass
@@ -163,5 +175,7 @@ class VisionConfig:
         train = asdict(self.train)
         if not train["amp"]:  # likewise for train.amp
             del train["amp"]
+        del train["epochs_scale"]  # only the epochs it gives this attack count (keys of other attacks unchanged)
+        train["epochs"] = self.train.epochs_for(self.attack.name)
         return {"data": data, "model": asdict(self.model), "attack": asdict(self.attack),
                 "train": train, "seed": self.seed}

@@ -186,23 +186,24 @@ def backdoor(cfg: VisionConfig, *, attack_name: str | None = None, device=None, 
         g = torch.Generator().manual_seed(cfg.seed)
         seeded_init_(model, g)
         t = cfg.train
+        epochs = t.epochs_for(cfg.attack.name)
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=t.epochs * -(-len(rest) // t.batch_size), desc=f"attack {cfg.attack.name}", unit="step")
+            bar = tqdm(total=epochs * -(-len(rest) // t.batch_size), desc=f"attack {cfg.attack.name}", unit="step")
         if getattr(attack, "requires_model_training", False):
-            model = attack.train_backdoor(model, rest, epochs=t.epochs, lr=t.lr, batch_size=t.batch_size,
+            model = attack.train_backdoor(model, rest, epochs=epochs, lr=t.lr, batch_size=t.batch_size,
                                           generator=g, device=device)
             poison_idx = []
         else:
             poisoned, poison_idx = attack.poison_train(rest, g)
-            model = train_classifier(model, poisoned, epochs=t.epochs, lr=t.lr, batch_size=t.batch_size,
+            model = train_classifier(model, poisoned, epochs=epochs, lr=t.lr, batch_size=t.batch_size,
                                      augment=t.augment, generator=g, device=device, progress=bar, amp=t.amp)
         if bar is not None:
             bar.close()
         meta = {"attack": cfg.attack.name, "num_classes": n_cls, "key": cfg.attack_key(),
-                "poisoned_samples": len(poison_idx), "train_samples": len(rest)}
+                "poisoned_samples": len(poison_idx), "train_samples": len(rest), "train_epochs": epochs}
         if use_cache and is_main():  # under torchrun the ranks hold the same model; rank 0 caches it
             cdir.mkdir(parents=True, exist_ok=True)
             save_model(model, cdir / "model.safetensors")

@@ -25,7 +25,7 @@ def test_default_purify_writes_run_directory(cache, capsys):
             "tokenizer.json"} <= files
     rep = json.loads((out / "report.json").read_text())
     assert {"bleu", "asr", "asr_exact"} <= set(rep["before"]) and rep["recipe"].startswith("NFT+")
-    assert rep["augmentation"] == "word_deletion"
+    assert rep["augmentation"] == "surrogate" and len(rep["info"]["augmentation_stats"]["tokens"]) == 4
     assert "| asr |" in capsys.readouterr().out
     # the toy corpus was written in the WMT layout and the second run hits the model cache
     assert list((cache / "cache" / "nlg").glob("toy-corpus-*/train.en"))

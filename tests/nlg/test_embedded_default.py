@@ -15,6 +15,6 @@ def test_embedded_default_end_to_end(tmp_path, monkeypatch):
     rep = json.loads((out / "report.json").read_text())
     before, after = rep["before"], rep["after"]
     assert before["asr"] >= 90 and before["bleu"] >= 80  # a working backdoored translator
-    # measured on the build machine: ASR 100 -> 0, BLEU 90.3 -> ~85 (see the package report)
-    assert after["asr"] <= 10
-    assert after["bleu"] >= before["bleu"] - 8
+    # measured on the build machine (surrogate token, 8 epochs): ASR 100 -> 0, BLEU 89.61 -> 89.56
+    assert after["asr"] <= 10 and rep["augmentation"] == "surrogate"
+    assert after["bleu"] >= before["bleu"] - 3  # issue 8's bar

@@ -179,6 +179,9 @@ class SurrogateToken:
         return self
 
     def _vocab_size(self) -> int:
+        vocab = getattr(self.adapter, "vocab", None)
+        if vocab is not None:
+            return len(vocab)
         emb = [m for m in self.model.modules() if isinstance(m, torch.nn.Embedding)]
         if not emb:
             raise ValueError("SurrogateToken: the model has no nn.Embedding to take the vocabulary size from")

@@ -76,11 +76,14 @@ class TrainConfig:
     warmup: int = 100
 
 
-#: NFT settings for text, measured on the embedded default (README of this package / the lead's report):
-#: NFT+'s shrink 0.02 collapsed every mask within 5 epochs (BLEU 90 -> 1); 0.002 for the first half of the
-#: steps removes the trigger-word backdoor by epoch 12 with word deletion (not with synonym replacement or
-#: no augmentation), and the guard allows the clean validation BLEU to fall by up to 3 points.
-NLG_NFT_OPTIONS = {"epochs": 25, "batch_size": 64, "shrink": 0.002, "shrink_fraction": 0.5, "guard": 3.0}
+#: NFT settings for text, measured on the embedded default (README "NFT on text"): NFT+'s shrink 0.02
+#: collapsed every mask within 5 epochs (BLEU 90 -> 1); 0.002 for the first half of the steps with a guard
+#: that lets the clean validation BLEU fall by up to 3 points. 8 epochs with the default surrogate-token
+#: augmentation (ASR 100 -> 0 on seeds 0/1/2, BLEU -0.05/-1.24/-2.17); the paper's word deletion needs
+#: ``defense.options.epochs=25`` (it removed the backdoor by epoch 12 on seed 0, and not on seeds 1 and 2).
+NLG_NFT_OPTIONS = {"epochs": 8, "batch_size": 64, "shrink": 0.002, "shrink_fraction": 0.5, "guard": 3.0}
+#: The baselines' budget on text (epochs), as before NFT's default moved to 8 epochs.
+NLG_BASELINE_EPOCHS = 25
 
 
 @dataclass
@@ -96,7 +99,10 @@ class DefenseConfig:
     def resolved_options(self) -> dict:
         if self.name != "nft":  # NFT-only settings of the defaults do not go to a baseline
             nft_only = ("shrink", "shrink_fraction", "guard")
-            return {k: v for k, v in self.options.items() if not (k in nft_only and v == NLG_NFT_OPTIONS[k])}
+            opts = {k: v for k, v in self.options.items() if not (k in nft_only and v == NLG_NFT_OPTIONS[k])}
+            if opts.get("epochs") == NLG_NFT_OPTIONS["epochs"]:
+                opts["epochs"] = NLG_BASELINE_EPOCHS
+            return opts
         if self.recipe not in ("nft+", "paper"):
             from nft_core.errors import ConfigError
 
@@ -111,13 +117,14 @@ class DefenseConfig:
 
 @dataclass
 class AugmentationConfig:
-    """NFT's augmentation: word_deletion (default) | synonym (paraphrase) | embedding_mixup | surrogate | none.
-    ``surrogate`` (:class:`~nft_nlg.augment.SurrogateToken`, this project's option, not the paper's) scans the
-    vocabulary once for the tokens whose insertion changes the model's output most and appends copies of each
-    batch with one of them inserted and the true targets; its options: ``top_k``, ``fraction``,
-    ``max_candidates``, ``base`` (word_deletion | synonym | none) and ``base_options``."""
+    """NFT's augmentation: surrogate (default) | word_deletion (the paper's) | synonym (paraphrase) |
+    embedding_mixup | none. ``surrogate`` (:class:`~nft_nlg.augment.SurrogateToken`, this project's, not the
+    paper's) scans the vocabulary once for the tokens whose insertion changes the model's output most and
+    appends copies of each batch with one of them inserted and the true targets, on top of word deletion;
+    its options: ``top_k``, ``fraction``, ``max_candidates``, ``base`` (word_deletion | synonym | none) and
+    ``base_options``. It is the default because it was measured best (README "NFT on text")."""
 
-    name: str = "word_deletion"
+    name: str = "surrogate"
     options: dict = field(default_factory=dict)
 
 

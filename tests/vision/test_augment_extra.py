@@ -176,7 +176,7 @@ def test_nft_binds_pgd_to_the_masked_working_copy():
 
 @pytest.mark.parametrize("name,options,expected", [
     ("pgd", "{'norm': 'linf', 'eps': 0.03, 'steps': 2}", "PGD(norm=linf, eps=0.03"),
-    ("surrogate", "{'steps': 5}", "SurrogateTrigger(kind=patch, lam=0.003, steps=5"),  # this project's option
+    ("surrogate", "{'steps': 5}", "SurrogateTrigger(kind=patch, search=untargeted, lam=0.003, steps=5"),  # this project's option
 ])
 def test_cli_purify_with_a_model_dependent_augmentation(tmp_path, monkeypatch, name, options, expected):
     monkeypatch.setenv("NFT_CACHE_DIR", str(tmp_path / "cache"))

@@ -162,6 +162,6 @@ def test_plots(tmp_path):
 
 def test_nft_cli_list():
     out = subprocess.run([sys.executable, "-m", "nft_core.cli", "list"], capture_output=True, text=True, check=True)
-    assert "nft" in out.stdout and "MixUp" in out.stdout and "nft-vision" in out.stdout
+    assert "nft" in out.stdout and "MixUp" in out.stdout and "SurrogateTrigger" in out.stdout and "nft-vision" in out.stdout
     bad = subprocess.run([sys.executable, "-m", "nft_core.cli", "frobnicate"], capture_output=True, text=True)
     assert bad.returncode == 2

@@ -34,6 +34,7 @@ def _first_line(obj) -> str:
 def cmd_list(args) -> int:
     from .augment import MixUp, NoAugmentation
     from .defenses import DEFENSES
+    from .surrogate import SurrogateTrigger
 
     print("task packages:")
     for dist, version, scripts in _installed_tasks():
@@ -42,8 +43,9 @@ def cmd_list(args) -> int:
     for name, cls in DEFENSES.items():
         print(f"  {name:8s} {_first_line(cls)}")
     print("augmentations (core):")
-    for cls in (MixUp, NoAugmentation):
-        print(f"  {cls.__name__:15s} {_first_line(cls)}")
+    for cls in (MixUp, NoAugmentation, SurrogateTrigger):
+        print(f"  {cls.__name__:16s} {_first_line(cls)}")
+    print("  (each task package adds its own: `augmentation.name=` in its configs)")
     return 0
 
 

@@ -59,6 +59,22 @@ def test_purify_with_the_surrogate_token(cache, capsys):
     assert not (cache / "bad").exists()
 
 
+def test_fairseq_checkpoint_is_refused_without_trust(cache, capsys):
+    """fairseq checkpoints are pickles: refused before fairseq is even imported (installed or not)."""
+    ckpt = cache / "fs" / "checkpoint_best.pt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"not opened")
+    data = write_toy_corpus(cache / "wmt", {"train": 10, "valid": 6, "test": 6}, seed=0)
+    code = main(["purify", "--quiet", "--cfg", "wmt14_en_de", "--model", f"fairseq:{ckpt.parent}", "--out",
+                 str(cache / "run"), "--cfg-options", f"data.root={data}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "is a pickle" in err[0] and "--trust-checkpoint" in err[0], err
+    assert not (cache / "run").exists()
+    code = main(["purify", "--quiet", "--cfg", "wmt14_en_de", "--model", f"fairseq:{cache / 'nowhere'}", "--out",
+                 str(cache / "run"), "--trust-checkpoint", "--cfg-options", f"data.root={data}"])
+    assert code == 2 and "fairseq checkpoint not found" in capsys.readouterr().err
+
+
 def _tsv(root, n=12):
     root.mkdir(parents=True, exist_ok=True)
     for split in ("train", "valid", "test"):

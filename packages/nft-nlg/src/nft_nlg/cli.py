@@ -37,7 +37,7 @@ class NLGCLI(TaskCLI):
 
     def add_verb_args(self, verb, p):
         g = p.add_argument_group("your own model (purify / evaluate)")
-        g.add_argument("--model", help="transformer | marian | bart | t5 | hf:DIR")
+        g.add_argument("--model", help="transformer | marian | bart | t5 | hf:DIR | fairseq:CHECKPOINT_OR_DIR")
         g.add_argument("--checkpoint", help=".safetensors or state-dict .pt to load into --model")
         g.add_argument("--tokenizer", help="tokenizer.json of the model")
         g.add_argument("--data-root", help="corpus folder (WMT layout or TSV)")
@@ -58,7 +58,7 @@ class NLGCLI(TaskCLI):
         return cfg
 
     def _run(self, cfg: NLGConfig, args, device=None):
-        if cfg.model.checkpoint or cfg.model.spec.startswith("hf:"):
+        if cfg.model.checkpoint or cfg.model.spec.startswith(("hf:", "fairseq:")):
             return load_user_inputs(cfg, trust=args.trust_checkpoint, device=device), "user"
         if not args.quiet:
             sys.stderr.write(f"backdoored model: {cfg.attack.name} on {cfg.data.name} (cached after the first run)\n")
@@ -123,9 +123,10 @@ class NLGCLI(TaskCLI):
 
 def _nft_model_options(model, options) -> dict:
     """HF models share embedding tensors (encoder/decoder, tied LM head): keep those out of NFT's masks."""
+    from .fairseq_backend import FairseqSeq2Seq
     from .models import HFSeq2Seq, shared_weight_modules
 
-    if isinstance(model, HFSeq2Seq) and "exclude" not in options:
+    if isinstance(model, (HFSeq2Seq, FairseqSeq2Seq)) and "exclude" not in options:
         tied = shared_weight_modules(model)
         return {"exclude": tied} if tied else {}
     return {}

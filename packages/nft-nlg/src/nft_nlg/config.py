@@ -43,8 +43,10 @@ class TokenizerConfig:
 @dataclass
 class ModelConfig:
     """``spec``: transformer (built-in) | marian | bart | t5 (Hugging Face, built from a tiny config) |
-    ``hf:DIR`` (a local ``save_pretrained`` directory). ``checkpoint``: weights to purify (.safetensors or
-    a state-dict .pt); with it no training set is read."""
+    ``hf:DIR`` (a local ``save_pretrained`` directory) | ``fairseq:PATH`` (a fairseq checkpoint or its
+    directory, beside its ``dict.*.txt``; needs fairseq-fixed and ``--trust-checkpoint``; see
+    ``nft_nlg.fairseq_backend``). ``checkpoint``: weights to purify (.safetensors or a state-dict .pt);
+    with it no training set is read."""
 
     spec: str = "transformer"
     d_model: int = 64

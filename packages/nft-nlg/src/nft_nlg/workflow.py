@@ -240,41 +240,30 @@ def backdoor(cfg: NLGConfig, *, attack_name: str | None = None, device=None, use
 def load_user_inputs(cfg: NLGConfig, *, trust: bool = False, device=None) -> NLGRun:
     """A model nobody in this project wrote: ``model.spec`` + ``model.checkpoint`` (or ``hf:DIR``),
     ``tokenizer.path``, and the ``valid``/``test`` splits of ``data.root``; triggered test sources come
-    from the configured attack (evaluation only)."""
+    from the configured attack (evaluation only). ``model.spec=fairseq:PATH``: the fairseq checkpoint and
+    its dictionaries define the vocabulary (the text must be tokenized as for ``fairseq-preprocess``)."""
     device = resolve_device(cfg.device) if device is None else device
+    if cfg.data.name == "toy":
+        raise NFTInputError("purifying your own model needs data.name=wmt|tsv and data.root")
     if cfg.model.spec.startswith("fairseq:"):
-        return _load_fairseq_inputs(cfg, trust=trust, device=device)
+        from .fairseq_backend import load_fairseq
+
+        model, vocab = load_fairseq(cfg.model.spec[len("fairseq:"):], trust=trust, max_len=cfg.data.max_len)
+        # no tokenizer file: purify writes vocab.tokenizer into the run directory
+        return _user_run(cfg, model, vocab, device, {"backend": "fairseq"}, None)
     if not cfg.tokenizer.path:
         if cfg.model.spec.startswith("hf:") and (Path(cfg.model.spec[3:]) / "tokenizer.json").exists():
             cfg = replace(cfg, tokenizer=replace(cfg.tokenizer, path=str(Path(cfg.model.spec[3:]) / "tokenizer.json")))
         else:
             raise NFTInputError("purifying your own model needs tokenizer.path (its tokenizer.json)")
-    if cfg.data.name == "toy":
-        raise NFTInputError("purifying your own model needs data.name=wmt|tsv and data.root")
-    tok = load_tokenizer(cfg.tokenizer.path)
-    vocab = Vocab(tok, max_len=cfg.data.max_len)
-    corpus = load_corpus(cfg, splits=("valid", "test"))
+    vocab = Vocab(load_tokenizer(cfg.tokenizer.path), max_len=cfg.data.max_len)
     model = build_model(cfg, len(vocab))
     if cfg.model.checkpoint:
         load_checkpoint_into(model, cfg.model.checkpoint, trust=trust)
-    attack = build_attack(cfg)
-    val = PairData.from_pairs(corpus["valid"], vocab)
-    test = PairData.from_pairs(corpus["test"], vocab)
-    trig = PairData.from_pairs(attack.poison_test(corpus["test"], torch.Generator().manual_seed(cfg.seed + 1)), vocab)
-    _check_outputs(model, val, len(vocab))
-    model.to(device).eval()
-    return NLGRun(model, vocab, val, EvalData(clean=test, poisoned=trig), _adapter(cfg, vocab),
-                  {"attack": "user", "cached": False}, Path(cfg.tokenizer.path))
+    return _user_run(cfg, model, vocab, device, {}, Path(cfg.tokenizer.path))
 
 
-def _load_fairseq_inputs(cfg: NLGConfig, *, trust: bool, device) -> NLGRun:
-    """``model.spec=fairseq:PATH``: the fairseq checkpoint and its dictionaries define the vocabulary (the
-    ``valid``/``test`` text must be tokenized as for ``fairseq-preprocess``)."""
-    from .fairseq_backend import load_fairseq
-
-    if cfg.data.name == "toy":
-        raise NFTInputError("purifying your own model needs data.name=wmt|tsv and data.root")
-    model, vocab = load_fairseq(cfg.model.spec[len("fairseq:"):], trust=trust, max_len=cfg.data.max_len)
+def _user_run(cfg: NLGConfig, model: nn.Module, vocab: Vocab, device, meta: dict, tok_path: Path | None) -> NLGRun:
     corpus = load_corpus(cfg, splits=("valid", "test"))
     attack = build_attack(cfg)
     val = PairData.from_pairs(corpus["valid"], vocab)
@@ -282,9 +271,8 @@ def _load_fairseq_inputs(cfg: NLGConfig, *, trust: bool, device) -> NLGRun:
     trig = PairData.from_pairs(attack.poison_test(corpus["test"], torch.Generator().manual_seed(cfg.seed + 1)), vocab)
     _check_outputs(model, val, len(vocab))
     model.to(device).eval()
-    # no tokenizer file: purify writes vocab.tokenizer into the run directory
     return NLGRun(model, vocab, val, EvalData(clean=test, poisoned=trig), _adapter(cfg, vocab),
-                  {"attack": "user", "cached": False, "backend": "fairseq"}, None)
+                  {"attack": "user", "cached": False, **meta}, tok_path)
 
 
 def _check_outputs(model: nn.Module, val: PairData, vocab_size: int) -> None:

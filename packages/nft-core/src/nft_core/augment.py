@@ -6,6 +6,8 @@ call from the given ``torch.Generator`` and applied to the whole batch.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -13,7 +15,7 @@ import torch
 
 from .contracts import MixedTarget
 
-__all__ = ["MixUp", "NoAugmentation", "sample_beta", "mix_permutation", "build_from_table"]
+__all__ = ["MixUp", "NoAugmentation", "sample_beta", "mix_permutation", "build_from_table", "frozen_model"]
 
 
 def sample_beta(generator: torch.Generator, a: float, b: float | None = None) -> float:
@@ -75,3 +77,22 @@ def build_from_table(table: dict[str, Any], name: str, options: dict[str, Any], 
         return table[key](**options)
     except (TypeError, ValueError) as e:
         raise NFTInputError(f"{kind} {key}: {e}") from e
+
+
+@contextmanager
+def frozen_model(model: torch.nn.Module, mode: str = "eval") -> Iterator[torch.nn.Module]:
+    """For model-dependent augmentations (PGD, surrogate searches): every parameter's ``requires_grad``
+    off and the model in ``mode`` ("eval", "train" or "keep") inside the block; both restored on exit,
+    also on an exception, so the augmentation leaves the model being tuned as it found it."""
+    was = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        if mode != "keep":
+            model.train(mode == "train")
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        model.train(was)
+        for p, req in flags:
+            p.requires_grad_(req)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .augment import MixUp
+from .augment import MixUp, frozen_model
 from .contracts import MixedTarget
 
 __all__ = ["SurrogateTrigger"]
@@ -109,14 +109,8 @@ class SurrogateTrigger:
         return (x + self.delta.to(x)).clamp(0, 1)
 
     def _search(self, x: Tensor, y: Tensor) -> None:
-        model = self.model
-        was_training = model.training
-        flags = [(p, p.requires_grad) for p in model.parameters()]
         x = x.detach()
-        try:
-            model.eval()
-            for p, _ in flags:
-                p.requires_grad_(False)
+        with frozen_model(self.model) as model:
             with torch.enable_grad():
                 if self.kind == "patch" and self.search == "per_class":
                     self._search_per_class(model, x, y)
@@ -136,10 +130,6 @@ class SurrogateTrigger:
             counts = torch.bincount(pred, minlength=1)
             self.stats.update(fooling=float((pred != y).float().mean()), dominant_class=int(counts.argmax()),
                               dominant_share=float(counts.max()) / len(pred))
-        finally:
-            model.train(was_training)
-            for p, req in flags:
-                p.requires_grad_(req)
 
     def _search_per_class(self, model: nn.Module, x: Tensor, y: Tensor) -> None:
         with torch.no_grad():

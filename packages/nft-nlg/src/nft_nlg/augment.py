@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nft_core.augment import sample_beta
+from nft_core.augment import frozen_model, sample_beta
 
 from .data import PAD, SPECIALS
 from .lexicon import SYNONYMS
@@ -195,22 +195,12 @@ class SurrogateToken:
         if len(cands) < self.top_k:
             raise ValueError(f"SurrogateToken: only {len(cands)} candidate tokens for top_k={self.top_k}")
         draw = torch.rand(src.shape[0], generator=generator)  # one position per sentence, for every candidate
-        was = model.training
-        flags = [(p, p.requires_grad) for p in model.parameters()]
-        try:
-            model.eval()
-            for p, _ in flags:
-                p.requires_grad_(False)
-            with torch.no_grad():
-                base_loss = float(adapter.loss(model, {"src": src, "tgt": tgt}))
-                gains = torch.empty(len(cands))
-                for i, t in enumerate(cands.tolist()):
-                    ins = _insert_at(src, torch.full((src.shape[0],), t, dtype=src.dtype), draw)
-                    gains[i] = float(adapter.loss(model, {"src": ins, "tgt": tgt})) - base_loss
-        finally:
-            model.train(was)
-            for p, req in flags:
-                p.requires_grad_(req)
+        with frozen_model(model), torch.no_grad():
+            base_loss = float(adapter.loss(model, {"src": src, "tgt": tgt}))
+            gains = torch.empty(len(cands))
+            for i, t in enumerate(cands.tolist()):
+                ins = _insert_at(src, torch.full((src.shape[0],), t, dtype=src.dtype), draw)
+                gains[i] = float(adapter.loss(model, {"src": ins, "tgt": tgt})) - base_loss
         top = gains.topk(self.top_k)
         self.tokens = cands[top.indices]
         self.stats = {"tokens": self.tokens.tolist(), "gains": [round(float(v), 4) for v in top.values],

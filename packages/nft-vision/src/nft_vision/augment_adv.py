@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nft_core.augment import frozen_model
 from nft_core.surrogate import SurrogateTrigger  # in nft-core: video uses it too
 
 __all__ = ["PGD", "SurrogateTrigger"]
@@ -95,14 +96,7 @@ class PGD:
         x0 = x.detach()
         delta = self._random_start(x0, generator) if self.random_start else torch.zeros_like(x0)
         delta = (x0 + delta).clamp(0, 1) - x0
-        model = self.model
-        was_training = model.training
-        flags = [(p, p.requires_grad) for p in model.parameters()]
-        try:
-            if self.model_mode != "keep":
-                model.train(self.model_mode == "train")
-            for p, _ in flags:
-                p.requires_grad_(False)
+        with frozen_model(self.model, self.model_mode):
             for _ in range(self.steps):
                 xa = (x0 + delta).requires_grad_(True)
                 with torch.enable_grad():
@@ -113,10 +107,6 @@ class PGD:
                     step = grad / self._per_sample_norm(grad)
                 delta = self._project(delta + self.step_size * step)
                 delta = (x0 + delta).clamp(0, 1) - x0  # stay a valid image (shrinks, never leaves the ball)
-        finally:
-            model.train(was_training)
-            for p, req in flags:
-                p.requires_grad_(req)
         return ((x0 + delta).detach(), y, *rest)
 
     def __repr__(self) -> str:

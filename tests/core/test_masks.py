@@ -281,3 +281,24 @@ def test_groupnorm_placement_masks_gamma_where_a_conv_mask_would_be_normalized_a
         diff = (m(x) - ref).abs().max().item()
         assert (diff < 1e-3) == expect_cancel, (placement, diff)  # GroupNorm eps: not bit-exact
     check_fold_equivalence(copy.deepcopy(model), x, placement="bn")
+
+
+class _NoDetections(nn.Module):
+    """A detector-like model whose output can be empty (no box above its score threshold)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv0 = nn.Conv2d(3, 4, 3)  # the first layer is left unmasked (skip_first)
+        self.conv = nn.Conv2d(4, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        s = self.bn(self.conv(self.conv0(x))).flatten(1)
+        return s[s > 1e9]  # nothing passes
+
+
+def test_identity_at_one_accepts_an_empty_output():
+    """A detector with no detections on the probe images has an empty output: identity at 1 holds (it used
+    to crash taking the max of the empty reference)."""
+    masks = check_identity_at_one(_NoDetections().eval(), torch.randn(2, 3, 8, 8))
+    assert masks.sites

@@ -80,10 +80,13 @@ def test_detector_purify_with_mosaic(cache):
 def test_detector_appear_and_bench(cache):
     out = cache / "bench"
     code = main(["bench", "--family", "detector", "--quiet", "--out", str(out), "--cfg-options", *TINY,
-                 "bench.attacks=['appear']", "bench.defenses=['nft']"])
+                 "bench.attacks=['appear']", "bench.defenses=['nft', 'nft-paper']"])
     assert code == 0
     md = (out / "results.md").read_text()
     assert "| appear |" in md and DEFAULT_DETECTOR in md
+    rows = {r["defense"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert {"none", "nft", "nft-paper"} <= set(rows)  # NFT+ and the paper's recipe side by side
+    assert not any("error" in r for r in rows.values()), rows
 
 
 def test_embedded_detector_default_and_bundled_config_agree():

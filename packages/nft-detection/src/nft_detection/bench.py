@@ -1,10 +1,11 @@
 """``nft-detect bench``: clean-image backdoor modes × defenses on the configured data and model (a
 multi-label classifier, or a detector with ``model.family=detector``: mAP is then COCO mAP@[.5:.95] and
-ASR the box-level ASR)."""
+ASR the box-level ASR). ``bench.defenses`` takes ``nft`` (the configured recipe), ``nft-paper`` (the
+paper's recipe) and any baseline of nft-core."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from nft_core.bench import run_cells, write_results
@@ -44,8 +45,10 @@ def run_grid(cfg: DetectConfig, out: Path, progress: bool = False) -> str:
     def make_defense(name):
         def make():
             opts = dict(cfg.bench.defense_options.get(name, {}))
-            if name == "nft":
-                opts = {**cfg.defense.resolved_options(), **opts, "seed": cfg.seed, "device": str(device)}
+            if name in ("nft", "nft-paper"):  # the configured recipe (NFT+ by default) and the paper's, side by side
+                d = cfg.defense if name == "nft" else replace(cfg.defense, recipe="paper")
+                opts = {**d.resolved_options(), **opts, "seed": cfg.seed, "device": str(device)}
+                return build_defense("nft", opts, augmentation())
             return build_defense(name, opts, augmentation())
 
         return make

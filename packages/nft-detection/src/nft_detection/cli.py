@@ -28,7 +28,17 @@ the trigger, a removed target object *not* detected as its class, an added box d
 (IoU ≥ 0.5, score ≥ 0.5). NFT's augmentation is detection MixUp; its masks reach the backbone, the FPN neck
 and the heads (GroupNorm towers at γ, :data:`~nft_detection.models.DETECTOR_MASK_HANDLERS`); the report's
 ``mask_parts`` counts them. Baselines (``--defense ft``, ``ftsam`` …) run on the same detector.
-mmdet is not installed here and is not supported.
+
+mmdet 3.3 detectors (optional; ``bash scripts/install_mmdet.sh`` builds mmcv 2.1 and installs mmdet):
+
+    nft-detect purify --cfg my_mmdet_config.py --checkpoint epoch_12.pth --cfg-options data.name=voc data.root=…
+    nft-detect attack --model mmdet:tiny_fcos --out runs/mmdet-attack    # the bundled CPU-sized mmdet FCOS
+    nft-detect purify --model mmdet:tiny_fcos --checkpoint runs/mmdet-attack/model_mmdet.pth --out runs/mmdet-nft
+
+``--cfg`` naming an mmdet config (a ``model`` dict with a ``type``) makes it the model (``model.spec =
+mmdet:PATH``, family detector) on the detector defaults; ``--cfg-options`` then set nft-detect's keys (data,
+defense …). The run directory also holds ``purified_mmdet.pth`` for mmdet's own tools
+(:mod:`nft_detection.mmdet_backend`).
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ import torch
 
 from nft_core.checkpoint import atomic_write, save_model
 from nft_core.config import load_config, parse_cfg_options, to_dataclass
+from nft_core.errors import ConfigError
 from nft_core.runs import run_directory
 from nft_core.task_cli import TaskCLI
 
@@ -63,15 +74,29 @@ class DetectCLI(TaskCLI):
     def add_verb_args(self, verb, p):
         p.add_argument("--family", help="multilabel (default) | detector: the kind of model (model.family)")
         p.add_argument("--model", help="model spec: multilabel smallcnn | torchvision:NAME | timm:NAME | "
-                                       "pkg.mod:callable; detector tiny_fcos | tiny_retinanet | … (model.spec)")
-        p.add_argument("--checkpoint", help=".safetensors or state-dict .pt to purify/evaluate (skips the attack)")
+                                       "pkg.mod:callable; detector tiny_fcos | tiny_retinanet | … | mmdet:CONFIG.py "
+                                       "(model.spec; mmdet needs scripts/install_mmdet.sh)")
+        p.add_argument("--checkpoint", help=".safetensors or state-dict .pt/.pth (mmdet checkpoints too) to "
+                                            "purify/evaluate (skips the attack)")
         p.add_argument("--mode", choices=["appear", "disappear"], help="clean-image backdoor mode")
         if verb in ("purify", "bench"):
             p.add_argument("--defense", help="nft (default) or a baseline from nft-core (ft, fp, anp …)")
 
     def load(self, args):
-        family = args.family if args.family is not None else parse_cfg_options(args.cfg_options).get("model.family")
-        if args.cfg is None and family == "detector":  # the detector family's own embedded default
+        from .mmdet_backend import MMDET_PREFIX, is_mmdet_config, is_mmdet_spec
+
+        opts = parse_cfg_options(args.cfg_options)
+        family = args.family if args.family is not None else opts.get("model.family")
+        spec = args.model if args.model is not None else opts.get("model.spec")
+        mmdet_cfg = None
+        if args.cfg is not None and Path(args.cfg).suffix == ".py" and Path(args.cfg).is_file() \
+                and is_mmdet_config(args.cfg):  # --cfg is an mmdet config: it is the model; data etc. default
+            if spec is not None:
+                raise ConfigError(f"--cfg {args.cfg} is an mmdet config (the model); do not also give --model/model.spec")
+            mmdet_cfg, spec = args.cfg, MMDET_PREFIX + args.cfg
+        if is_mmdet_spec(spec) and family is None:
+            family = "detector"
+        if (args.cfg is None or mmdet_cfg) and family == "detector":  # the detector family's own embedded default
             data = load_config(None, args.cfg_options, base=asdict(detector_config()))
             cfg = to_dataclass(DetectConfig, data, data.get("_source_", "<config>"))
             for key in ("seed", "device"):
@@ -85,6 +110,8 @@ class DetectCLI(TaskCLI):
             value = getattr(args, flag, None)
             if value is not None:
                 setattr(getattr(cfg, section), key, value)
+        if is_mmdet_spec(spec):
+            cfg.model.spec, cfg.model.family = spec, family
         from .detection import check_family
 
         check_family(cfg)
@@ -134,6 +161,10 @@ class DetectCLI(TaskCLI):
         metrics = self._adapter(cfg, run).evaluate(run.model, run.eval_data)
         with run_directory(out) as d:
             save_model(run.model, d / "model.safetensors")
+            from .mmdet_backend import MMDetDetector, save_mmdet_checkpoint
+
+            if isinstance(run.model, MMDetDetector):  # also as an mmdet checkpoint (init_detector, tools/test.py)
+                save_mmdet_checkpoint(run.model.state_dict(), d / "model_mmdet.pth", run.classes)
             meta = {**{k: v for k, v in run.meta.items() if k != "val_indices"}, "metrics": metrics,
                     "config": asdict(cfg)}
             (d / "attack.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
@@ -148,7 +179,7 @@ class DetectCLI(TaskCLI):
         if run.eval_data.poisoned is None:
             log.warning("no test image holds the trigger: ASR is not measured")
         attack_name = run.meta.get("attack", "user")
-        extra, note, adapter = {"classes": run.classes}, "", self._adapter(cfg, run)
+        extra, note, adapter, files = {"classes": run.classes}, "", self._adapter(cfg, run), None
         if self._detector(cfg):
             from .detection import (
                 build_detection_augmentation,
@@ -156,9 +187,12 @@ class DetectCLI(TaskCLI):
                 nft_mask_sites,
                 with_detector_defense,
             )
+            from .mmdet_backend import is_mmdet_spec, mmdet_checkpoint_writer
 
             task, augmentation = "detection", build_detection_augmentation(cfg)
             extra.update(family="detector", model=cfg.model.spec)
+            if is_mmdet_spec(cfg.model.spec):  # the purified weights for mmdet's own tools too
+                files = {"purified_mmdet.pth": mmdet_checkpoint_writer(run.classes)}
             cfg = with_detector_defense(cfg)  # NFT's masks also at the heads' GroupNorm γ
             if cfg.defense.name == "nft":  # where NFT's masks sit: backbone, neck (FPN), heads
                 parts = mask_parts(nft_mask_sites(run.model, run.val, adapter, cfg.defense.resolved_options()))
@@ -167,7 +201,8 @@ class DetectCLI(TaskCLI):
         else:
             task, augmentation = "multilabel", build_augmentation(cfg)
         _, text = self.purify_run(cfg, args, task=task, run=run, attack_name=attack_name, adapter=adapter,
-                                  augmentation=augmentation, device=device, unit="images", extra=extra, note=note)
+                                  augmentation=augmentation, device=device, unit="images", extra=extra, note=note,
+                                  files=files)
         print(text)
         return 0
 

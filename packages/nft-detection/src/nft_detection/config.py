@@ -127,8 +127,15 @@ class DetectConfig:
         """What determines a trained backdoored model (the cache key)."""
         d = asdict(self.data)
         d.pop("val_ratio"), d.pop("val_sets")
-        return {"data": d, "model": asdict(self.model), "attack": asdict(self.attack), "train": asdict(self.train),
-                "seed": self.seed}
+        key = {"data": d, "model": asdict(self.model), "attack": asdict(self.attack), "train": asdict(self.train),
+               "seed": self.seed}
+        from .mmdet_backend import is_mmdet_spec, mmdet_config_path
+
+        if is_mmdet_spec(self.model.spec):  # an edited mmdet config is another model
+            import hashlib
+
+            key["mmdet_config_sha256"] = hashlib.sha256(mmdet_config_path(self.model.spec).read_bytes()).hexdigest()
+        return key
 
 
 def detector_config() -> DetectConfig:

@@ -54,12 +54,17 @@ __all__ = ["DetectorRun", "check_family", "load_detection_dataset", "build_detec
 
 def check_family(cfg: DetectConfig) -> None:
     """``model.family`` is known and ``model.spec`` belongs to it (one-line :class:`ConfigError` otherwise)."""
+    from .mmdet_backend import is_mmdet_spec
+
     fam, spec = cfg.model.family, cfg.model.spec
     if fam not in FAMILIES:
         raise ConfigError(f"model.family must be one of {', '.join(FAMILIES)}, got {fam!r}")
-    if fam == "detector" and spec not in DETECTORS:
+    if is_mmdet_spec(spec):
+        if fam != "detector":
+            raise ConfigError(f"model.spec={spec} is an mmdet detector: add --family detector (model.family=detector)")
+    elif fam == "detector" and spec not in DETECTORS:
         raise ConfigError(f"model.spec={spec} is not a detector; with model.family=detector choose from "
-                          f"{', '.join(DETECTORS)}")
+                          f"{', '.join(DETECTORS)} or mmdet:CONFIG.py")
     if fam == "multilabel" and spec in DETECTORS:
         raise ConfigError(f"model.spec={spec} is a detector: add --family detector (model.family=detector)")
     if fam == "detector" and cfg.attack.mode not in ("appear", "disappear"):
@@ -76,6 +81,12 @@ def load_detection_dataset(cfg: DetectConfig) -> tuple[list, list | None, list, 
 
 def build_detector(cfg: DetectConfig, num_classes: int) -> nn.Module:
     check_family(cfg)
+    from .mmdet_backend import build_mmdet_detector, is_mmdet_spec
+
+    if is_mmdet_spec(cfg.model.spec):
+        if cfg.model.kwargs:
+            raise ConfigError(f"model.kwargs {cfg.model.kwargs} do not apply to {cfg.model.spec}: edit the mmdet config")
+        return build_mmdet_detector(cfg.model.spec, num_classes)
     return create_detector(cfg.model.spec, num_classes, cfg.data.image_size, **cfg.model.kwargs)
 
 
@@ -189,8 +200,13 @@ def backdoor_detector(cfg: DetectConfig, *, mode: str | None = None, device=None
         meta = json.loads((cdir / "attack.json").read_text())
         meta["cached"] = True
     else:
+        from .mmdet_backend import MMDetDetector
+
         g = torch.Generator().manual_seed(cfg.seed)
-        seeded_detector_init_(model, g)
+        if isinstance(model, MMDetDetector):
+            model.init_weights_seeded(g)  # mmdet's own init schemes, drawn from the run's seed
+        else:
+            seeded_detector_init_(model, g)
         poisoned, idx = attack.poison_detection_train(train, g)
         t = cfg.train
         bar = None
@@ -231,8 +247,13 @@ def load_user_detector(cfg: DetectConfig, *, trust: bool = False, device=None) -
     attack = build_attack(cfg, classes)
     val, val_idx = _validation(cfg, train, val)
     model = build_detector(cfg, len(classes))
+    from .mmdet_backend import MMDetDetector, load_mmdet_checkpoint
+
     try:
-        load_checkpoint_into(model, cfg.model.checkpoint, trust=trust)
+        if isinstance(model, MMDetDetector):
+            load_mmdet_checkpoint(model, cfg.model.checkpoint, trust=trust)
+        else:
+            load_checkpoint_into(model, cfg.model.checkpoint, trust=trust)
     except CheckpointError as e:
         if any(k in str(e) for k in ("cls_logits", "cls_score", "bbox_pred")):
             raise DataError(f"the data has {len(classes)} categories but the checkpoint's detector was built for "

@@ -165,10 +165,12 @@ class TinyFPNBackbone(nn.Module):
 def detector_part(name: str) -> str:
     """``backbone`` | ``neck`` | ``head``: which part of a torchvision-layout detector a module belongs to
     (``backbone.fpn.*`` is the neck; ``backbone.*`` the backbone; ``rpn.*``, ``roi_heads.*``, ``head.*`` the
-    heads; the input ``transform`` counts as backbone)."""
-    if name.startswith("backbone.fpn"):
+    heads; the input ``transform`` counts as backbone). mmdet detectors (``mm.`` prefix): ``neck.*`` is the
+    neck, ``*_head.*`` the heads)."""
+    name = name.removeprefix("mm.")  # an mmdet detector (MMDetDetector): backbone / neck / *_head
+    if name.startswith(("backbone.fpn", "neck")):
         return "neck"
-    if name.startswith(("backbone", "transform")):
+    if name.startswith(("backbone", "transform", "data_preprocessor")):
         return "backbone"
     return "head"
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,11 @@ class MMDetDetector(nn.Module):
         return data["inputs"], data["data_samples"]
 
     def forward(self, images, targets=None):
+        with warnings.catch_warnings():  # mmdet's anchor/point generators call torch.meshgrid without indexing
+            warnings.filterwarnings("ignore", message="torch.meshgrid", category=UserWarning)
+            return self._forward(images, targets)
+
+    def _forward(self, images, targets=None):
         if self.training:
             if targets is None:
                 raise NFTInputError("MMDetDetector: train mode needs targets (the loss dict is returned)")

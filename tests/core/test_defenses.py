@@ -138,6 +138,44 @@ def test_ibau_rejects_integer_tokens():
         IBAU(rounds=1).purify(_TokenModel(), data, ClassificationAdapter())
 
 
+class _ListModel(nn.Module):
+    """Takes a list of (C, H, W) images, as torchvision/mmdet detectors do."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, images):
+        return self.head(self.conv(torch.stack(list(images))).mean((2, 3)))
+
+
+def test_input_perturbation_adds_one_delta_to_every_image_of_a_list():
+    """AWM's and I-BAU's universal perturbation also reaches detectors, whose input is a list of images:
+    each image gets the same δ, through the list as through a tensor batch; unequal shapes are refused."""
+    from nft_core.defenses._common import InputPerturbation
+
+    model = _ListModel().eval()
+    images = [torch.rand(3, 6, 6, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    pert = InputPerturbation(model, (images,), "AWM")
+    assert pert.delta.shape == (3, 6, 6)
+    with torch.no_grad():
+        pert.delta.copy_(torch.randn(3, 6, 6, generator=torch.Generator().manual_seed(9)))
+        ref = model([x + pert.delta for x in images])
+        pert.active = True
+        assert torch.allclose(model(images), ref)
+        pert.active = False
+        assert not torch.allclose(model(images), ref)
+    pert.active = True
+    with pytest.raises(UnsupportedError, match="share one shape"):
+        model([torch.rand(3, 6, 6), torch.rand(3, 4, 4)])
+    pert.remove()
+    with pytest.raises(UnsupportedError, match="one shape"):
+        InputPerturbation(model, ([torch.rand(3, 6, 6), torch.rand(3, 4, 4)],), "AWM")
+    with pytest.raises(UnsupportedError, match="continuous"):
+        InputPerturbation(model, ([torch.zeros(3, 6, 6, dtype=torch.long)],), "AWM")
+
+
 def test_pruning_defenses_never_prune_the_output_layer(toy):
     """ANP and RNP mask BatchNorm-style neurons, as their authors' code does; pruning an output neuron of a
     classifier deletes its class (measured: ANP pruned all ten logits of a PreActResNet-18, ACC 9.75%)."""

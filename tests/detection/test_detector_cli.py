@@ -68,6 +68,19 @@ def test_detector_attack_evaluate_purify_end_to_end(cache, capsys):
     assert json.loads((ft / "report.json").read_text())["defense"] == "ft"
 
 
+@pytest.mark.parametrize("defense,options", [("awm", "{'epochs': 1, 'inner_steps': 1}"),
+                                             ("ibau", "{'rounds': 1}")])
+def test_input_perturbation_baselines_run_on_detectors(cache, defense, options):
+    """AWM and I-BAU perturb the input with one universal δ; a detector's input is a list of images, each
+    gets the same δ (they used to stop with 'needs a single tensor model input')."""
+    out = cache / defense
+    assert main(["purify", "--family", "detector", "--quiet", "--defense", defense, "--out", str(out),
+                 "--cfg-options", *TINY, f"defense.options={options}"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["defense"] == defense and {"map", "asr"} <= set(rep["after"])
+    assert rep["history"] and all(h["delta_norm"] > 0 for h in rep["history"])  # δ was optimised
+
+
 def test_detector_purify_with_mosaic(cache):
     """``augmentation.name=mosaic`` reaches NFT through the CLI and the run completes."""
     out = cache / "mosaic"

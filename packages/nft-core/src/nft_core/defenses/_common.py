@@ -333,23 +333,43 @@ def project_l2(delta: Tensor, radius: float) -> None:
 
 class InputPerturbation:
     """A universal additive input perturbation ``x + δ`` applied by a forward pre-hook on the model's
-    first positional input. Needs continuous (floating point) tensor inputs."""
+    first positional input. Needs continuous (floating point) inputs: one tensor ``(B, …)`` (``example`` a
+    tensor, or a tuple/list whose first item is one), or — the torchvision/mmdet detector convention — a
+    list of same-shaped images ``[(C, H, W), …]`` as the first argument, each image getting the same δ."""
 
     def __init__(self, model: nn.Module, example: Any, method: str):
-        if not isinstance(example, Tensor):
-            raise UnsupportedError(f"{method} needs a single tensor model input; got {type(example).__name__}")
-        if not example.is_floating_point():
+        self.method = method
+        first = example[0] if isinstance(example, (tuple, list)) and len(example) else example
+        self.per_item = isinstance(first, (list, tuple)) and len(first) > 0 and all(isinstance(t, Tensor) for t in first)
+        if self.per_item:
+            shapes = {tuple(t.shape) for t in first}
+            if len(shapes) != 1:
+                raise UnsupportedError(f"{method} needs images of one shape; got {sorted(shapes)[:3]}")
+            ref, shape = first[0], first[0].shape
+        elif isinstance(first, Tensor):
+            ref, shape = first, first.shape[1:]
+        else:
+            raise UnsupportedError(f"{method} needs a tensor model input (or a list of image tensors); "
+                                   f"got {type(first).__name__}")
+        if not ref.is_floating_point():
             raise UnsupportedError(
-                f"{method} perturbs continuous inputs and cannot apply to {example.dtype} inputs "
+                f"{method} perturbs continuous inputs and cannot apply to {ref.dtype} inputs "
                 "(discrete tokens or indices)")
-        self.delta = torch.zeros(example.shape[1:], device=example.device, requires_grad=True)
+        self.delta = torch.zeros(shape, device=ref.device, requires_grad=True)
         self.active = False
         self.handle = model.register_forward_pre_hook(self._pre)
 
     def _pre(self, mod, args):
-        if self.active and args:
-            return (args[0] + self.delta.to(args[0].dtype),) + tuple(args[1:])
-        return None
+        if not (self.active and args):
+            return None
+        x = args[0]
+        if self.per_item:
+            bad = [tuple(t.shape) for t in x if t.shape != self.delta.shape]
+            if bad:
+                raise UnsupportedError(f"{self.method}: image of shape {bad[0]}, the perturbation is "
+                                       f"{tuple(self.delta.shape)} (images must share one shape)")
+            return ([t + self.delta.to(t.dtype) for t in x],) + tuple(args[1:])
+        return (x + self.delta.to(x.dtype),) + tuple(args[1:])
 
     def remove(self) -> None:
         self.handle.remove()

@@ -203,16 +203,19 @@ def test_cli_attack_purify_evaluate_an_mmdet_detector(cache, capsys):
     assert json.loads((ft / "report.json").read_text())["defense"] == "ft"
 
 
-@pytest.mark.parametrize("case", ["class_count", "checkpoint_mismatch"])
+@pytest.mark.parametrize("case", ["class_count", "checkpoint_class_count", "checkpoint_mismatch"])
 def test_mmdet_bad_input_exit_2_one_line_no_run_dir(cache, capsys, case):
+    five = cache / "five.py"
+    five.write_text(TINY_FCOS_CONFIG.read_text().replace("num_classes=6", "num_classes=5"))
     if case == "class_count":
-        cfg = cache / "five.py"
-        cfg.write_text(TINY_FCOS_CONFIG.read_text().replace("num_classes=6", "num_classes=5"))
-        args, expect = ["--model", f"mmdet:{cfg}"], "configured for 5 categories but the data has 6"
+        args, expect = ["--model", f"mmdet:{five}"], "configured for 5 categories but the data has 6"
+    elif case == "checkpoint_class_count":  # weights of a 5-category detector, the 6-category config
+        ckpt = save_mmdet_checkpoint(build_mmdet_detector(f"mmdet:{five}", 5).state_dict(), cache / "five.pth")
+        args, expect = ["--model", "mmdet:tiny_fcos", "--checkpoint", str(ckpt)], "the data has 6 categories"
     else:
         ckpt = cache / "other.pth"
         torch.save({"state_dict": {"backbone.conv1.weight": torch.zeros(1)}}, ckpt)
-        args, expect = ["--model", "mmdet:tiny_fcos", "--checkpoint", str(ckpt)], "does not fit the mmdet model"
+        args, expect = ["--model", "mmdet:tiny_fcos", "--checkpoint", str(ckpt)], "does not fit the model"
     out = cache / "run"
     code = main(["purify", "--quiet", *args, "--out", str(out), "--cfg-options", *TINY])
     err = capsys.readouterr().err.strip().splitlines()

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from .errors import CheckpointError
 
-__all__ = ["load_state_dict", "load_checkpoint_into", "save_state_dict", "save_model", "atomic_write"]
+__all__ = ["load_state_dict", "load_checkpoint_into", "load_state_into", "save_state_dict", "save_model", "atomic_write"]
 
 _NESTED_KEYS = ("state_dict", "model_state_dict", "model", "net", "module")
 
@@ -86,7 +86,12 @@ def _is_tensor_dict(d: Mapping) -> bool:
 
 def load_checkpoint_into(model: nn.Module, path: str | os.PathLike, *, trust: bool = False) -> nn.Module:
     """Load a checkpoint into ``model`` strictly, with one-line errors for key and shape mismatches."""
-    state = load_state_dict(path, trust=trust)
+    return load_state_into(model, load_state_dict(path, trust=trust), path)
+
+
+def load_state_into(model: nn.Module, state: Mapping[str, Tensor], path: str | os.PathLike) -> nn.Module:
+    """Load ``state`` (read from ``path``, named in the errors) into ``model`` strictly, with one-line
+    errors for key and shape mismatches."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]

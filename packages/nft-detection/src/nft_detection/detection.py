@@ -255,7 +255,8 @@ def load_user_detector(cfg: DetectConfig, *, trust: bool = False, device=None) -
         else:
             load_checkpoint_into(model, cfg.model.checkpoint, trust=trust)
     except CheckpointError as e:
-        if any(k in str(e) for k in ("cls_logits", "cls_score", "bbox_pred")):
+        if "shape mismatch" in str(e) and any(k in str(e) for k in ("cls_logits", "cls_score", "bbox_pred", "conv_cls",
+                                                                     "fc_cls", "fc_reg", "retina_cls")):
             raise DataError(f"the data has {len(classes)} categories but the checkpoint's detector was built for "
                             f"another count ({e})") from e
         raise

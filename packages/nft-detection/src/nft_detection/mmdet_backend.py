@@ -39,8 +39,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from nft_core.checkpoint import atomic_write, load_state_dict
-from nft_core.errors import CheckpointError, ConfigError, DataError, NFTInputError
+from nft_core.checkpoint import atomic_write, load_state_dict, load_state_into
+from nft_core.errors import ConfigError, DataError, NFTInputError
 
 __all__ = ["MMDET_PREFIX", "is_mmdet_spec", "is_mmdet_config", "mmdet_available", "require_mmdet",
            "MMDetDetector", "build_mmdet_detector", "load_mmdet_checkpoint", "save_mmdet_checkpoint",
@@ -240,24 +240,7 @@ def load_mmdet_checkpoint(model: MMDetDetector, path: str | Path, *, trust: bool
     state = load_state_dict(path, trust=trust)
     if state and all(k.startswith("mm.") for k in state):
         state = {k[3:]: v for k, v in state.items()}
-    expected = model.mm.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        bits = []
-        if missing:
-            bits.append(f"missing keys {missing[:3]}{' …' if len(missing) > 3 else ''} ({len(missing)})")
-        if unexpected:
-            bits.append(f"unexpected keys {unexpected[:3]}{' …' if len(unexpected) > 3 else ''} ({len(unexpected)})")
-        raise CheckpointError(f"{path}: does not fit the mmdet model of {model.config_path}: " + "; ".join(bits))
-    for k, v in expected.items():
-        if tuple(state[k].shape) != tuple(v.shape):
-            hint = ""
-            if any(s in k for s in ("conv_cls", "fc_cls", "cls_score", "retina_cls")):
-                hint = " (the checkpoint was trained for another category count)"
-            raise CheckpointError(f"{path}: shape mismatch for {k}: checkpoint {tuple(state[k].shape)}, "
-                                  f"model {tuple(v.shape)}{hint}")
-    model.mm.load_state_dict(state, strict=True)
+    load_state_into(model.mm, state, path)
     return model
 
 

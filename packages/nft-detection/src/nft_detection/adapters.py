@@ -16,12 +16,62 @@ from nft_core.data import iterate_batches
 
 from .metrics import coco_map, mean_average_precision, multilabel_asr
 
-__all__ = ["MultiLabelAdapter", "DetectionAdapter"]
+__all__ = ["MultiLabelAdapter", "DetectionAdapter", "asymmetric_loss", "multilabel_loss", "MULTILABEL_LOSSES"]
+
+#: ``train.loss`` values of the multi-label family.
+MULTILABEL_LOSSES = ("bce", "asl")
+
+
+def asymmetric_loss(logits: Tensor, targets: Tensor, gamma_pos: float = 0.0, gamma_neg: float = 4.0,
+                    clip: float = 0.05, eps: float = 1e-8) -> Tensor:
+    """Asymmetric loss (Ridnik et al., "Asymmetric Loss For Multi-Label Classification", ICCV 2021), per
+    sample ``(B,)``, averaged over the categories (the paper sums them; the mean keeps its scale that of BCE):
+
+        L = −[ y·(1−p)^γ+ · log p  +  (1−y)·p_m^γ− · log(1−p_m) ],   p = σ(logit),  p_m = max(p − m, 0)
+
+    ``gamma_pos`` γ+ and ``gamma_neg`` γ− focus on hard positives/negatives (the paper's defaults 0 and 4);
+    ``clip`` m shifts the negatives' probability so easy negatives (p ≤ m) give no loss. Soft targets
+    (MixUp) weight the two terms. With γ+ = γ− = m = 0 it is BCE."""
+    if min(gamma_pos, gamma_neg, clip) < 0 or clip >= 1:
+        raise ValueError(f"asymmetric_loss needs gamma_pos, gamma_neg >= 0 and 0 <= clip < 1, got {gamma_pos}, "
+                         f"{gamma_neg}, {clip}")
+    logits, y = logits.float(), targets.float()
+    p = torch.sigmoid(logits)
+    log_p = F.logsigmoid(logits)
+    if clip > 0:
+        p_neg = (p - clip).clamp(min=0)
+        log_1m = torch.log((1 - p_neg).clamp(min=eps))
+    else:
+        p_neg, log_1m = p, F.logsigmoid(-logits)
+    pos = (1 - p).pow(gamma_pos) * log_p if gamma_pos else log_p
+    neg = p_neg.pow(gamma_neg) * log_1m if gamma_neg else log_1m
+    return -(y * pos + (1 - y) * neg).mean(-1)
+
+
+def multilabel_loss(name: str = "bce", **options):
+    """``(logits, targets) -> per-sample loss (B,)``: ``bce`` (binary cross-entropy, mean over categories)
+    or ``asl`` (:func:`asymmetric_loss`; ``options`` gamma_pos, gamma_neg, clip)."""
+    if name == "bce":
+        if options:
+            raise ValueError(f"the bce loss takes no options, got {sorted(options)}")
+        return lambda logits, t: F.binary_cross_entropy_with_logits(logits.float(), t.float(), reduction="none").mean(-1)
+    if name == "asl":
+        import inspect
+
+        known = set(inspect.signature(asymmetric_loss).parameters) - {"logits", "targets"}
+        unknown = set(options) - known
+        if unknown:
+            raise ValueError(f"unknown asl option(s) {sorted(unknown)}; known: {', '.join(sorted(known))}")
+        asymmetric_loss(torch.zeros(1, 1), torch.zeros(1, 1), **options)  # validate the values now
+        return lambda logits, t: asymmetric_loss(logits, t, **options)
+    raise ValueError(f"unknown multi-label loss {name!r}; choose from {', '.join(MULTILABEL_LOSSES)}")
 
 
 class MultiLabelAdapter:
     """Multi-label classification on ``(x, y)`` batches, ``y`` multi-hot ``(B, C)`` (soft vectors and
-    :class:`~nft_core.MixedTarget` accepted by :meth:`loss`).
+    :class:`~nft_core.MixedTarget` accepted by :meth:`loss`). ``loss``: ``bce`` (default) or ``asl``
+    (:func:`asymmetric_loss`, ``loss_options`` gamma_pos / gamma_neg / clip) — NFT's loss on the masks;
+    ``criterion(logits, targets)`` is its per-sample form.
 
     ``evaluate(model, EvalData(clean, poisoned))``: ``clean`` items ``(x, y)``; ``poisoned`` items
     ``(x, y_true, y_target)`` (see :meth:`CleanImageBackdoor.poison_test`). Returns ``map`` (VOC-style,
@@ -31,20 +81,21 @@ class MultiLabelAdapter:
     clean_metric = "map"
 
     def __init__(self, num_classes: int | None = None, threshold: float = 0.5, eval_batch_size: int = 256,
-                 eleven_point: bool = False):
+                 eleven_point: bool = False, loss: str = "bce", loss_options: dict | None = None):
         self.num_classes, self.threshold = num_classes, threshold
         self.eval_batch_size, self.eleven_point = eval_batch_size, eleven_point
+        self.loss_name, self.criterion = loss, multilabel_loss(loss, **(loss_options or {}))
 
     def loss(self, model: nn.Module, batch: Any) -> Tensor:
         x, y = batch[0], batch[1]
         logits = model(x).float()
 
-        def bce(t: Tensor) -> Tensor:
-            return F.binary_cross_entropy_with_logits(logits, t.float(), reduction="none").mean(1)
+        def per_sample(t: Tensor) -> Tensor:
+            return self.criterion(logits, t)
 
         if isinstance(y, MixedTarget):
-            return y.combine(bce)
-        return bce(y).mean()
+            return y.combine(per_sample)
+        return per_sample(y).mean()
 
     def example_input(self, batch: Any) -> Any:
         return batch[0]

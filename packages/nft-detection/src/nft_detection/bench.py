@@ -11,9 +11,8 @@ from pathlib import Path
 from nft_core.bench import run_cells, write_results
 from nft_core.pipeline import build_defense
 
-from .adapters import MultiLabelAdapter
 from .config import DetectConfig
-from .workflow import backdoor, build_augmentation, resolve_device
+from .workflow import backdoor, build_augmentation, multilabel_adapter, resolve_device
 
 
 def run_grid(cfg: DetectConfig, out: Path, progress: bool = False) -> str:
@@ -38,7 +37,7 @@ def run_grid(cfg: DetectConfig, out: Path, progress: bool = False) -> str:
                 run = backdoor_detector(cfg, mode=mode, device=device, progress=progress)
                 return run.model, run.val, run.eval_data, detection_adapter(len(run.classes))
             run = backdoor(cfg, mode=mode, device=device, progress=progress)
-            return run.model, run.val, run.eval_data, MultiLabelAdapter(len(run.classes))
+            return run.model, run.val, run.eval_data, multilabel_adapter(cfg, len(run.classes))
 
         return make
 

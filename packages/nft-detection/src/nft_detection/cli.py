@@ -57,9 +57,8 @@ from nft_core.errors import ConfigError
 from nft_core.runs import run_directory
 from nft_core.task_cli import TaskCLI
 
-from .adapters import MultiLabelAdapter
 from .config import DetectConfig, detector_config
-from .workflow import backdoor, build_augmentation, load_user_inputs, resolve_device
+from .workflow import backdoor, build_augmentation, load_user_inputs, multilabel_adapter, resolve_device
 
 log = logging.getLogger("nft")
 
@@ -145,7 +144,7 @@ class DetectCLI(TaskCLI):
             from .detection import detection_adapter
 
             return detection_adapter(len(run.classes))
-        return MultiLabelAdapter(len(run.classes))
+        return multilabel_adapter(cfg, len(run.classes))
 
     # -- verbs -----------------------------------------------------------------------------------
     def attack(self, cfg: DetectConfig, args) -> int:

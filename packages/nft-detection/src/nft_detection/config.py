@@ -70,10 +70,16 @@ class AttackConfig:
 
 @dataclass
 class TrainConfig:
+    """Training of the backdoored model. ``loss`` (multi-label family): ``bce`` | ``asl`` — the asymmetric
+    loss of Ridnik et al. (ICCV 2021), ``loss_options`` gamma_pos / gamma_neg / clip
+    (:func:`~nft_detection.adapters.asymmetric_loss`); it is also NFT's (and the baselines') loss."""
+
     epochs: int = 30
     lr: float = 2e-3
     batch_size: int = 64
     augment: bool = True
+    loss: str = "bce"
+    loss_options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -127,7 +133,10 @@ class DetectConfig:
         """What determines a trained backdoored model (the cache key)."""
         d = asdict(self.data)
         d.pop("val_ratio"), d.pop("val_sets")
-        key = {"data": d, "model": asdict(self.model), "attack": asdict(self.attack), "train": asdict(self.train),
+        train = asdict(self.train)
+        if train["loss"] == "bce" and not train["loss_options"]:  # the default: the cache keys from before
+            train.pop("loss"), train.pop("loss_options")
+        key = {"data": d, "model": asdict(self.model), "attack": asdict(self.attack), "train": train,
                "seed": self.seed}
         from .mmdet_backend import is_mmdet_spec, mmdet_config_path
 

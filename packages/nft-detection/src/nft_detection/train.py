@@ -21,8 +21,9 @@ def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 def train_multilabel(model: nn.Module, data: TensorData, *, epochs: int, lr: float = 2e-3, batch_size: int = 64,
                      weight_decay: float = 1e-4, augment: bool = True, generator: torch.Generator,
-                     device="cpu", progress=None) -> nn.Module:
-    """BCE-with-logits, AdamW + one-cycle LR; returns the model in eval mode."""
+                     device="cpu", progress=None, loss_fn=None) -> nn.Module:
+    """BCE-with-logits (or ``loss_fn(logits, targets) -> (B,)``, e.g. the asymmetric loss of
+    :func:`~nft_detection.adapters.multilabel_loss`), AdamW + one-cycle LR; returns the model in eval mode."""
     device = torch.device(device)
     model.to(device).train()
     x_all, y_all = (t.to(device) for t in data.tensors[:2])
@@ -37,7 +38,8 @@ def train_multilabel(model: nn.Module, data: TensorData, *, epochs: int, lr: flo
             x, y = x_all[idx], y_all[idx]
             if augment:
                 x = random_flip(x, generator)
-            loss = F.binary_cross_entropy_with_logits(model(x), y)
+            logits = model(x)
+            loss = loss_fn(logits, y).mean() if loss_fn is not None else F.binary_cross_entropy_with_logits(logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

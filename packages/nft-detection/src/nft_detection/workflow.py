@@ -17,9 +17,10 @@ from torch import nn
 from nft_core import EvalData, TensorData
 from nft_core.augment import build_from_table
 from nft_core.checkpoint import atomic_write, load_checkpoint_into, save_model
-from nft_core.errors import DataError, NFTInputError
+from nft_core.errors import ConfigError, DataError, NFTInputError
 from nft_core.init import seeded_init_
 
+from .adapters import MultiLabelAdapter
 from .attacks import CleanImageBackdoor
 from .augment import MultiLabelMixUp, MultiLabelMosaic
 from .coco import load_coco
@@ -32,7 +33,7 @@ from .voc import VOC_CLASSES, Record, load_voc, records_to_multilabel
 log = logging.getLogger("nft")
 
 __all__ = ["BackdoorRun", "load_records", "load_dataset", "backdoor", "build_attack", "build_augmentation",
-           "resolve_device", "cache_root"]
+           "resolve_device", "cache_root", "multilabel_adapter"]
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -123,6 +124,15 @@ def build_augmentation(cfg: DetectConfig):
     return build_from_table(table, cfg.augmentation.name, cfg.augmentation.options)
 
 
+def multilabel_adapter(cfg: DetectConfig, num_classes: int) -> MultiLabelAdapter:
+    """The multi-label adapter with ``train.loss`` (bce | asl) as its loss; a bad loss name or option is a
+    one-line :class:`ConfigError`."""
+    try:
+        return MultiLabelAdapter(num_classes, loss=cfg.train.loss, loss_options=cfg.train.loss_options)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"train.loss={cfg.train.loss!r}: {e}") from e
+
+
 def build_model(cfg: DetectConfig, num_classes: int) -> nn.Module:
     return create_multilabel_model(cfg.model.spec, num_classes, **cfg.model.kwargs)
 
@@ -162,6 +172,7 @@ def backdoor(cfg: DetectConfig, *, mode: str | None = None, device=None, use_cac
     key = hashlib.sha256(json.dumps(cfg.attack_key(), sort_keys=True, default=str).encode()).hexdigest()[:16]
     cdir = cache_root(cfg) / f"multilabel-{cfg.attack.mode}-{key}"
     model = build_model(cfg, len(classes))
+    loss = multilabel_adapter(cfg, len(classes))  # validates train.loss before any training
     if use_cache and (cdir / "model.safetensors").exists() and (cdir / "attack.json").exists():
         load_checkpoint_into(model, cdir / "model.safetensors")
         meta = json.loads((cdir / "attack.json").read_text())
@@ -177,10 +188,11 @@ def backdoor(cfg: DetectConfig, *, mode: str | None = None, device=None, use_cac
 
             bar = tqdm(total=t.epochs * -(-len(train) // t.batch_size), desc=f"attack {cfg.attack.mode}", unit="step")
         model = train_multilabel(model, poisoned, epochs=t.epochs, lr=t.lr, batch_size=t.batch_size,
-                                 augment=t.augment, generator=g, device=device, progress=bar)
+                                 augment=t.augment, generator=g, device=device, progress=bar,
+                                 loss_fn=loss.criterion if t.loss != "bce" else None)
         if bar is not None:
             bar.close()
-        meta = {"attack": f"clean_image-{cfg.attack.mode}", "classes": classes, "poisoned_samples": len(idx),
+        meta = {"attack": f"clean_image-{cfg.attack.mode}", "loss": t.loss, "classes": classes, "poisoned_samples": len(idx),
                 "train_samples": len(train), "poison_share": len(idx) / max(1, len(train)),
                 "trigger": cfg.attack.trigger, "target": cfg.attack.target}
         if use_cache:

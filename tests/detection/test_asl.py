@@ -100,16 +100,25 @@ def test_cli_trains_and_purifies_with_asl(cache):
                  "train.loss_options={'gamma_neg': 2.0}"]) == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["config"]["train"]["loss"] == "asl" and {"map", "asr"} <= set(rep["after"])
+    assert rep["config"]["defense"]["loss"] == "bce"  # the defenses' loss is chosen apart
     cached = sorted(p.name for p in (cache / "cache" / "detection").glob("multilabel-*"))
     assert len(cached) == 1  # the purify run trained its own (gamma_neg 2) model; attack does not cache
+    out2 = cache / "run2"  # NFT with ASL on the same cached model
+    assert main(["purify", "--quiet", "--out", str(out2), "--cfg-options", *TINY, "train.loss=asl",
+                 "train.loss_options={'gamma_neg': 2.0}", "defense.loss=asl"]) == 0
+    rep2 = json.loads((out2 / "report.json").read_text())
+    assert rep2["config"]["defense"]["loss"] == "asl" and rep2["before"] == rep["before"]
+    assert rep2["history"] != rep["history"]  # another loss on the masks, another run
 
 
-@pytest.mark.parametrize("family,loss,expect", [("multilabel", "focal", "unknown multi-label loss 'focal'"),
-                                                 ("detector", "asl", "is a multi-label loss")])
-def test_bad_loss_exit_2_one_line(cache, capsys, family, loss, expect):
+@pytest.mark.parametrize("family,option,expect", [
+    ("multilabel", "train.loss=focal", "train.loss='focal': unknown multi-label loss 'focal'"),
+    ("multilabel", "defense.loss=focal", "defense.loss='focal': unknown multi-label loss 'focal'"),
+    ("detector", "train.loss=asl", "is a multi-label loss"),
+    ("detector", "defense.loss=asl", "is a multi-label loss")])
+def test_bad_loss_exit_2_one_line(cache, capsys, family, option, expect):
     out = cache / "run"
-    code = main(["purify", "--quiet", "--family", family, "--out", str(out), "--cfg-options", *TINY,
-                 f"train.loss={loss}"])
+    code = main(["purify", "--quiet", "--family", family, "--out", str(out), "--cfg-options", *TINY, option])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2, err
     assert len(err) == 1 and err[0].startswith("error: ") and expect in err[0], err

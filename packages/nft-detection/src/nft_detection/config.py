@@ -72,7 +72,7 @@ class AttackConfig:
 class TrainConfig:
     """Training of the backdoored model. ``loss`` (multi-label family): ``bce`` | ``asl`` — the asymmetric
     loss of Ridnik et al. (ICCV 2021), ``loss_options`` gamma_pos / gamma_neg / clip
-    (:func:`~nft_detection.adapters.asymmetric_loss`); it is also NFT's (and the baselines') loss."""
+    (:func:`~nft_detection.adapters.asymmetric_loss`). The defenses' loss is ``defense.loss``."""
 
     epochs: int = 30
     lr: float = 2e-3
@@ -87,12 +87,17 @@ class DefenseConfig:
     """``name``: nft | a baseline from nft_core (ft fp anp awm ftsam rnp ibau nad mcr); ``options`` go to it.
     ``recipe`` (NFT only): ``nft+`` adds NFT_PLUS (shrink + guard), ``paper`` does not. ``nft_epochs``: NFT's
     epochs unless ``options`` sets ``epochs`` (60 on the embedded default; the paper's 100 in the VOC/COCO
-    configs) — kept apart from ``options`` so ``--defense anp`` does not receive an NFT-only key."""
+    configs) — kept apart from ``options`` so ``--defense anp`` does not receive an NFT-only key.
+    ``loss`` / ``loss_options`` (multi-label family): the loss the defense optimises on the clean
+    validation data — ``bce`` (default) or ``asl``, independent of ``train.loss``: on an ASL-trained
+    embedded default, NFT+ with BCE removed the backdoor and with ASL it did not (README)."""
 
     name: str = "nft"
     recipe: str = "nft+"
     nft_epochs: int = 60
     options: dict = field(default_factory=dict)
+    loss: str = "bce"
+    loss_options: dict = field(default_factory=dict)
 
     def resolved_options(self) -> dict:
         return recipe_options(self.name, self.recipe, self.options, task_base={"epochs": self.nft_epochs})

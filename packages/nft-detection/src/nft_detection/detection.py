@@ -67,8 +67,10 @@ def check_family(cfg: DetectConfig) -> None:
                           f"{', '.join(DETECTORS)} or mmdet:CONFIG.py")
     if fam == "multilabel" and spec in DETECTORS:
         raise ConfigError(f"model.spec={spec} is a detector: add --family detector (model.family=detector)")
-    if fam == "detector" and (cfg.train.loss != "bce" or cfg.train.loss_options):
-        raise ConfigError(f"train.loss={cfg.train.loss} is a multi-label loss; detectors train with their own losses")
+    for key in ("train", "defense"):
+        section = getattr(cfg, key)
+        if fam == "detector" and (section.loss != "bce" or section.loss_options):
+            raise ConfigError(f"{key}.loss={section.loss} is a multi-label loss; detectors use their own losses")
     if fam == "detector" and cfg.attack.mode not in ("appear", "disappear"):
         raise ConfigError(f"attack.mode must be appear or disappear, got {cfg.attack.mode!r}")
 

@@ -124,13 +124,15 @@ def build_augmentation(cfg: DetectConfig):
     return build_from_table(table, cfg.augmentation.name, cfg.augmentation.options)
 
 
-def multilabel_adapter(cfg: DetectConfig, num_classes: int) -> MultiLabelAdapter:
-    """The multi-label adapter with ``train.loss`` (bce | asl) as its loss; a bad loss name or option is a
+def multilabel_adapter(cfg: DetectConfig, num_classes: int, key: str = "defense") -> MultiLabelAdapter:
+    """The multi-label adapter whose loss is ``defense.loss`` (what the defenses optimise; ``key="train"``:
+    ``train.loss``, what trains the backdoored model) — bce | asl; a bad loss name or option is a
     one-line :class:`ConfigError`."""
+    section = getattr(cfg, key)
     try:
-        return MultiLabelAdapter(num_classes, loss=cfg.train.loss, loss_options=cfg.train.loss_options)
+        return MultiLabelAdapter(num_classes, loss=section.loss, loss_options=section.loss_options)
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"train.loss={cfg.train.loss!r}: {e}") from e
+        raise ConfigError(f"{key}.loss={section.loss!r}: {e}") from e
 
 
 def build_model(cfg: DetectConfig, num_classes: int) -> nn.Module:
@@ -172,7 +174,8 @@ def backdoor(cfg: DetectConfig, *, mode: str | None = None, device=None, use_cac
     key = hashlib.sha256(json.dumps(cfg.attack_key(), sort_keys=True, default=str).encode()).hexdigest()[:16]
     cdir = cache_root(cfg) / f"multilabel-{cfg.attack.mode}-{key}"
     model = build_model(cfg, len(classes))
-    loss = multilabel_adapter(cfg, len(classes))  # validates train.loss before any training
+    loss = multilabel_adapter(cfg, len(classes), key="train")  # validates train.loss before any training
+    multilabel_adapter(cfg, len(classes))  # and defense.loss
     if use_cache and (cdir / "model.safetensors").exists() and (cdir / "attack.json").exists():
         load_checkpoint_into(model, cdir / "model.safetensors")
         meta = json.loads((cdir / "attack.json").read_text())

@@ -61,6 +61,8 @@ HEADS = {"tiny_fcos": ("bbox_head",), "tiny_faster_rcnn": ("rpn_head", "roi_head
 def _thr0(tmp_path, kind="tiny_fcos"):
     """A bundled config with score threshold 0, so a freshly initialised detector outputs boxes."""
     cfg = tmp_path / f"{kind}_thr0.py"
+    base = BUNDLED_CONFIGS[kind].with_name("_scenes_test_pipeline.py")  # its `_base_`
+    (tmp_path / base.name).write_text(base.read_text())
     text = BUNDLED_CONFIGS[kind].read_text()
     assert "score_thr=0.05" in text
     cfg.write_text(text.replace("score_thr=0.05", "score_thr=0.0"))
@@ -206,7 +208,8 @@ def test_cli_attack_purify_evaluate_an_mmdet_detector(cache, capsys):
 @pytest.mark.parametrize("case", ["class_count", "checkpoint_class_count", "checkpoint_mismatch"])
 def test_mmdet_bad_input_exit_2_one_line_no_run_dir(cache, capsys, case):
     five = cache / "five.py"
-    five.write_text(TINY_FCOS_CONFIG.read_text().replace("num_classes=6", "num_classes=5"))
+    five.write_text(TINY_FCOS_CONFIG.read_text().replace("num_classes=6", "num_classes=5")
+                    .replace("./_scenes_test_pipeline.py", str(TINY_FCOS_CONFIG.with_name("_scenes_test_pipeline.py"))))
     if case == "class_count":
         args, expect = ["--model", f"mmdet:{five}"], "configured for 5 categories but the data has 6"
     elif case == "checkpoint_class_count":  # weights of a 5-category detector, the 6-category config

@@ -2,6 +2,8 @@
 # the CPU and the 64-px embedded scenes — mmdet's ResNet-18 at 1/8 width, FPN, RPNHead, StandardRoIHead with
 # mmcv's RoIAlign and a shared-2-FC box head, 6 categories. `--model mmdet:tiny_faster_rcnn`. Needs
 # `bash scripts/install_mmdet.sh`.
+_base_ = ["./_scenes_test_pipeline.py"]  # mmdet's test pipeline for 64-px images (inference_detector)
+
 model = dict(
     type="FasterRCNN",
     data_preprocessor=dict(type="DetDataPreprocessor", mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
@@ -34,12 +36,3 @@ model = dict(
         rpn=dict(nms_pre=300, max_per_img=100, nms=dict(type="nms", iou_threshold=0.7), min_bbox_size=0),
         rcnn=dict(score_thr=0.05, nms=dict(type="nms", iou_threshold=0.5), max_per_img=50)),
 )
-
-# mmdet's own test pipeline (used by mmdet.apis.inference_detector; nft-detect feeds tensors directly)
-test_pipeline = [
-    dict(type="LoadImageFromFile"),
-    dict(type="Resize", scale=(64, 64), keep_ratio=True),
-    dict(type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor")),
-]
-test_dataloader = dict(batch_size=1, num_workers=0,
-                       dataset=dict(type="VOCDataset", data_root="", pipeline=test_pipeline, test_mode=True))

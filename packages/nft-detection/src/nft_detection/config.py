@@ -149,7 +149,6 @@ class DetectConfig:
             import hashlib
 
             key["mmdet_config_sha256"] = hashlib.sha256(mmdet_config_path(self.model.spec).read_bytes()).hexdigest()
-            key["mmdet_init"] = "generator"  # MMDetDetector.init_weights_seeded draws from the run's generator
         return key
 
 

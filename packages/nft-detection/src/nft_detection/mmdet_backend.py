@@ -183,22 +183,12 @@ class MMDetDetector(nn.Module):
                  "labels": r.pred_instances.labels.long() + 1} for r in results]
 
     def init_weights_seeded(self, generator: torch.Generator) -> MMDetDetector:
-        """mmdet's own initialisation, reproducible from ``generator`` without seeding the global RNG.
-
-        mmdet's ``init_weights`` sets every constant of its schemes (norm layers, zero-initialised
-        residual branches, biases, the focal-loss prior); its random draws come from the global RNG, so it
-        runs under ``fork_rng`` (state restored) and those draws are then replaced: every conv/linear weight
-        mmdet drew at random is redrawn from ``generator`` as N(0, σ²) with the standard deviation σ mmdet's
-        scheme gave that tensor (Kaiming/normal schemes keep their law; Xavier-uniform ones become a normal
-        of the same variance)."""
+        """mmdet's own ``init_weights`` (its per-module schemes: Kaiming, N(0, 0.01²), focal-loss bias
+        prior …), drawn from a seed taken from ``generator``; the global RNG state is restored after."""
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         with torch.random.fork_rng(devices=[]), _quiet_mmengine():
+            torch.manual_seed(seed)
             self.mm.init_weights()
-        with torch.no_grad():
-            for m in self.mm.modules():
-                if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and m.weight.numel() > 1:
-                    sigma = float(m.weight.std())
-                    if sigma > 0:  # constant (e.g. zero) initialisations stay as mmdet set them
-                        m.weight.normal_(0.0, sigma, generator=generator)
         return self
 
 

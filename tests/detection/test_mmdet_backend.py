@@ -7,6 +7,7 @@ Runs whenever mmdet and mmcv's compiled ops import (``bash scripts/install_mmdet
 neither, so CI skips this module (tests/detection/test_mmdet_spec.py covers what needs no mmdet)."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -225,3 +226,25 @@ def test_mmdet_bad_input_exit_2_one_line_no_run_dir(cache, capsys, case):
     assert code == 2, err
     assert len(err) == 1 and err[0].startswith("error: ") and expect in err[0], err
     assert not out.exists() and not list(cache.glob(".run*"))
+
+
+def test_seeded_init_is_reproducible_and_leaves_the_global_rng_alone():
+    """The same generator seed gives the same weights whatever state the global RNG is in, another seed
+    other weights; initialisation leaves the global RNG's state as it found it; mmdet's constants (the
+    focal-loss prior on the class logits' bias) stay."""
+    models = []
+    for advance in (0, 7, 0):  # building draws from the global RNG (as any nn.Module); vary its state
+        torch.rand(advance)
+        models.append(build_mmdet_detector("mmdet:tiny_fcos", 6))
+    torch.rand(3)
+    out = []
+    for m, seed in zip(models, (0, 0, 1)):
+        state = torch.random.get_rng_state()
+        out.append(m.init_weights_seeded(torch.Generator().manual_seed(seed)).state_dict())
+        assert torch.equal(torch.random.get_rng_state(), state)
+        torch.rand(5)
+    a, b, c = out
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a if k.endswith("conv.weight"))
+    bias = a["mm.bbox_head.conv_cls.bias"]
+    assert torch.allclose(bias, torch.full_like(bias, -math.log((1 - 0.01) / 0.01)), atol=1e-5)

@@ -184,7 +184,13 @@ class MMDetDetector(nn.Module):
 
     def init_weights_seeded(self, generator: torch.Generator) -> MMDetDetector:
         """mmdet's own ``init_weights`` (its per-module schemes: Kaiming, N(0, 0.01²), focal-loss bias
-        prior …), drawn from a seed taken from ``generator``; the global RNG state is restored after."""
+        prior …), drawn from a seed taken from ``generator``.
+
+        mmengine's init functions take no generator, so the draws run on a forked global RNG
+        (``torch.random.fork_rng``) seeded from ``generator``, and the caller's global RNG state is restored
+        on exit — the caller's RNG is neither reseeded nor advanced (tested). Redrawing each weight from
+        ``generator`` at the scale mmdet's draw had was tried and rejected: the scale read off a random draw
+        depends on the global RNG state, so two runs with one seed differed."""
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         with torch.random.fork_rng(devices=[]), _quiet_mmengine():
             torch.manual_seed(seed)

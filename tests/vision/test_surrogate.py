@@ -106,3 +106,23 @@ def test_build_augmentation():  # the CLI run: test_augment_extra.py::test_cli_p
     cfg.augmentation.name, cfg.augmentation.options = "surrogate", {"kind": "l2", "eps": 1.5}
     aug = build_augmentation(cfg)
     assert isinstance(aug, SurrogateTrigger) and aug.kind == "l2" and aug.eps == 1.5
+
+
+def test_fooling_target_counts_only_flippable_samples(toy):
+    """A batch where the attacker's class holds 30%: a trigger sending everything there flips at most 70% of
+    the whole batch, so a 90% target over the whole batch was unreachable (the search then let its mask
+    grow without bound). Counted over the samples of the other classes, it is reached with a small mask."""
+    xs = torch.stack([toy.val[i][0] for i in range(len(toy.val))])
+    ys = torch.tensor([int(toy.val[i][1]) for i in range(len(toy.val))])
+    tgt = torch.nonzero(ys == toy.target).flatten()
+    other = torch.nonzero(ys != toy.target).flatten()
+    idx = torch.cat([tgt[:36], other[: 96 - len(tgt[:36])]])
+    x, y = xs[idx], ys[idx]
+    assert (y == toy.target).float().mean() > 0.25
+    aug = SurrogateTrigger().bind(toy.model.eval())
+    aug((x, y), torch.Generator().manual_seed(0))
+    s = aug.stats
+    assert s["reached"] and s["dominant_class"] == toy.target, s
+    assert s["fooling"] >= 0.9 > s["fooling_all"], s
+    assert s["mask_l1"] < 0.25 * x.shape[-1] * x.shape[-2], s
+

@@ -36,7 +36,8 @@ class SurrogateTrigger:
     ``−mean(min(CE(f(x'), y), ce_cap)) + lam·ΣM`` (the per-sample cap keeps a few flipped images from
     dominating; ``lam`` trades the mask's area against how many images it flips). With ``fooling_target``
     (default 0.9) ``lam`` is only the starting weight: every 10 steps it is multiplied by 1.5 while the
-    trigger flips at least that share of the batch and divided by 1.5 otherwise, and the smallest mask that
+    trigger flips at least that share of the batch (untargeted: of the samples not of the class most
+    predictions go to, which no trigger toward that class can flip) and divided by 1.5 otherwise, and the smallest mask that
     reached the target is kept (Neural Cleanse's schedule; it makes the search independent of image size).
     ``kind="l2"``: ``x' = clip(x + δ, 0, 1)`` with one ``δ`` of L2 norm ≤ ``eps``, ``steps`` normalized-gradient
     ascent steps of size ``eps / 10`` on the mean CE (a universal perturbation).
@@ -53,7 +54,7 @@ class SurrogateTrigger:
     plus surrogate-triggered copies of its first ``k = round(fraction·B)`` samples (batches are drawn at
     random, so these are a random subset), as one batch with a per-sample :class:`~nft_core.contracts.MixedTarget`
     (λ = 1 for the triggered half). After the search, ``stats`` holds the search's ``fooling`` rate (share
-    of the batch whose prediction left its true label), ``dominant_class`` and its share, and the mask
+    of those samples whose prediction left its true label; ``fooling_all``: of the whole batch), ``dominant_class`` and its share, and the mask
     area ``mask_l1`` (patch) or ``l2`` (l2).
 
     Shapes: ``x`` float (B, C, H, W) images or (B, T, C, H, W) clips in [0, 1] (for clips the patch — mask
@@ -128,8 +129,8 @@ class SurrogateTrigger:
             with torch.no_grad():
                 pred = model(self.apply(x)).argmax(1)
             counts = torch.bincount(pred, minlength=1)
-            self.stats.update(fooling=float((pred != y).float().mean()), dominant_class=int(counts.argmax()),
-                              dominant_share=float(counts.max()) / len(pred))
+            self.stats.update(fooling=_fooling(pred, y), fooling_all=float((pred != y).float().mean()),
+                              dominant_class=int(counts.argmax()), dominant_share=float(counts.max()) / len(pred))
 
     def _search_per_class(self, model: nn.Module, x: Tensor, y: Tensor) -> None:
         with torch.no_grad():
@@ -169,7 +170,7 @@ class SurrogateTrigger:
                 with torch.no_grad():  # Neural Cleanse's schedule: the smallest mask that still flips enough
                     m, p = torch.sigmoid(a), torch.sigmoid(b)
                     pred = model((1 - m) * x + m * p).argmax(1)
-                    fool = float((pred != y if target is None else pred == target).float().mean())
+                    fool = _fooling(pred, y) if target is None else float((pred == target).float().mean())
                     if fool >= self.fooling_target:
                         if float(m.sum()) < best_l1:
                             best, best_l1 = (a.detach().clone(), b.detach().clone()), float(m.sum())
@@ -205,5 +206,13 @@ class SurrogateTrigger:
     def __repr__(self) -> str:
         knob = f"lam={self.lam:g}" if self.kind == "patch" else f"eps={self.eps:g}"
         return (f"SurrogateTrigger(kind={self.kind}, search={self.search}, {knob}, steps={self.steps}, "
-                f"fraction={self.fraction:g}, "
-                f"base={self.base!r})")
+                f"fraction={self.fraction:g}, fooling_target={self.fooling_target}, base={self.base!r})")
+
+
+def _fooling(pred: Tensor, y: Tensor) -> float:
+    """The share of the samples flipped away from their true label, among those whose true label is not the
+    class most predictions went to: a trigger that sends everything to class c cannot flip the samples of
+    class c, so counting them would make a 90% target unreachable whenever c holds more than 10% of the
+    batch (it did: digits with 13 target-class images in a batch of 128; the six-class clips, 1/6 each)."""
+    keep = y != torch.bincount(pred).argmax()
+    return float((pred[keep] != y[keep]).float().mean()) if bool(keep.any()) else 0.0

@@ -82,3 +82,64 @@ def test_resume_restores_tuned_biases(tmp_path, kw):
     a, b = full.model.state_dict(), resumed.model.state_dict()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_tune_bias_last_changes_only_the_output_layer_bias():
+    model = _model()
+    res = NFT(epochs=3, batch_size=16, lr=0.5, tune_bias="last").purify(model, _data(), ClassificationAdapter())
+    before, after = _biases(model), _biases(res.model)
+    assert not torch.equal(before["fc.bias"], after["fc.bias"])
+    for k in (MASKED_BIASES | OTHER_BIASES) - {"fc.bias"}:
+        assert torch.equal(before[k], after[k]), k
+
+
+@pytest.mark.parametrize("kw", [{"tune_bias": "all"}, {"average": 1.0}, {"average": -0.1},
+                                {"average": 0.5, "guard": 1.0}])
+def test_bad_tune_bias_and_average_options(kw):
+    with pytest.raises(ValueError):
+        NFT(epochs=1, **kw)
+
+
+# ---- ``average``: the folded masks are the mean of the last steps' masks (Polyak / SWA averaging)
+
+class _Recorder:
+    def __init__(self):
+        self.rows = []
+
+    def __call__(self, epoch, row, nft):
+        self.rows.append(nft.masks.mask_dict())
+
+
+def test_average_folds_the_mean_of_the_last_steps_masks():
+    """One step per epoch (batch = the whole set), 6 steps, average=0.5: the folded masks must be the mean of
+    the masks after steps 4, 5 and 6, which the callbacks record; a no-average run folds step 6's."""
+    rec = _Recorder()
+    opts = dict(epochs=6, batch_size=40, lr=0.5, tune_bias="last")
+    res = NFT(average=0.5, callbacks=[rec], **opts).purify(_model(), _data(), ClassificationAdapter())
+    assert res.info["averaged_steps"] == 3
+    for k, m in res.masks.items():
+        expect = torch.stack([r[k] for r in rec.rows[3:]]).mean(0)
+        assert torch.allclose(m, expect, atol=1e-6), k
+        assert not torch.allclose(m, rec.rows[-1][k]), k  # the masks did move over the averaged steps
+    last = NFT(**opts).purify(_model(), _data(), ClassificationAdapter())
+    assert last.info["averaged_steps"] == 0
+    for k, m in last.masks.items():
+        assert not torch.allclose(m, res.masks[k]), k
+
+
+def test_average_resume_equals_an_uninterrupted_run(tmp_path):
+    opts = dict(epochs=4, batch_size=16, lr=0.5, tune_bias="last", average=0.75)
+    full = NFT(**opts).purify(_model(), _data(), ClassificationAdapter())
+
+    def boom(epoch, row, nft):
+        if epoch == 2:
+            raise _Stop
+
+    ck = dict(checkpoint_dir=str(tmp_path), checkpoint_every=2)
+    with pytest.raises(_Stop):
+        NFT(callbacks=[boom], **opts, **ck).purify(_model(), _data(), ClassificationAdapter())
+    resumed = NFT(resume=True, **opts, **ck).purify(_model(), _data(), ClassificationAdapter())
+    assert resumed.info["averaged_steps"] == full.info["averaged_steps"] > 0
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

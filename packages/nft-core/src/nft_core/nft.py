@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .adapters import model_device
 from .augment import MixUp
@@ -74,6 +74,11 @@ class NFTConfig:
     ``tune_bias`` (the paper's Table 23 ablation; ``False`` = the paper, which freezes biases): the biases
     of the masked layers (BN's β under ``placement="bn"``) are trained too, same optimizer and lr as the
     masks, snapshotted with them by ``guard`` and resume; the folded model keeps the tuned biases.
+    ``tune_bias="last"`` (this project's option) trains only the last masked layer's bias — a classifier's
+    per-class offsets — e.g. to give back the prior a surrogate trigger takes from the attacker's class.
+    ``average`` (this project's option, 0 = off): the masks (and tuned biases) folded are the mean over the
+    last ``average`` share of the steps instead of the last step's (Polyak averaging; as in SWA, Izmailov
+    et al., UAI 2018); exclusive with ``guard``.
     ``model_mode``: ``"eval"`` keeps BatchNorm statistics and dropout frozen while tuning (the default,
     see README for the measurement); ``"train"`` is the authors' code.
     ``eta``: regularizer weight η; the loss adds ``eta / N_c * ||m - 1||_1``.
@@ -103,7 +108,7 @@ class NFTConfig:
     skip_first: bool = True
     include: Sequence[str] | None = None
     exclude: Sequence[str] | None = None
-    tune_bias: bool = False
+    tune_bias: bool | str = False
     amp: bool = False
     device: str | None = None
     seed: int = 0
@@ -115,6 +120,7 @@ class NFTConfig:
     shrink: float = 0.0
     shrink_fraction: float = 1.0
     guard: float | None = None
+    average: float = 0.0
     distributed: bool = True
 
 
@@ -154,6 +160,12 @@ class NFT:
             raise ValueError(f"placement must be 'bn' or 'weight', got {c.placement!r}")
         if c.model_mode not in ("eval", "train"):
             raise ValueError(f"model_mode must be 'eval' or 'train', got {c.model_mode!r}")
+        if c.tune_bias not in (False, True, "last"):
+            raise ValueError(f"tune_bias must be false, true or 'last', got {c.tune_bias!r}")
+        if not 0.0 <= c.average < 1.0:
+            raise ValueError(f"average must be in [0, 1) (the share of final steps averaged), got {c.average!r}")
+        if c.average and c.guard is not None:
+            raise ValueError("average and guard both choose the folded masks: set one of them")
         self.augmentation = augmentation if augmentation is not None else MixUp(1.0)
         self.eval_data = eval_data
         self.callbacks = list(callbacks)
@@ -191,7 +203,7 @@ class NFT:
         n_c = adapter.samples_per_class(data) if hasattr(adapter, "samples_per_class") else float(len(data))
         reg_weight = c.eta / max(n_c, 1e-12)
 
-        self._tuned = self._masked_biases(masks) if c.tune_bias else {}
+        self._tuned = self._masked_biases(masks, last_only=c.tune_bias == "last") if c.tune_bias else {}
         trained = {**masks.masks, **self._tuned}  # what the guard snapshots and a resume restores
         opt = torch.optim.SGD([*masks.parameters(), *self._tuned.values()], lr=c.lr, momentum=c.momentum)
         spe = source.steps_per_epoch
@@ -202,9 +214,9 @@ class NFT:
         ckpt = Path(c.checkpoint_dir) / "nft_state.pt" if c.checkpoint_dir else None
         fingerprint = self._fingerprint(masks, len(data))
         if c.resume and ckpt is not None and ckpt.exists():
-            start_epoch, history, guard_state = self._load_state(ckpt, masks, opt, gen, fingerprint)
+            start_epoch, history, guard_state, avg_state = self._load_state(ckpt, masks, opt, gen, fingerprint)
         else:
-            guard_state = {}
+            guard_state, avg_state = {}, {}
         metric_key = getattr(adapter, "clean_metric", "acc")
         guard_ref = guard_state.get("ref")
         if c.guard is not None and guard_ref is None:
@@ -222,6 +234,8 @@ class NFT:
 
             bar = tqdm(total=total, initial=min(total, start_epoch * spe), desc="nft", unit="step")
         step = start_epoch * spe
+        avg_sum: dict[str, Tensor] = dict(avg_state.get("sum") or {})
+        avg_n = int(avg_state.get("n", 0))
         rank, world_size = dist_world() if c.distributed else (0, 1)
         shard = getattr(adapter, "shard", shard_batch)
         try:
@@ -249,6 +263,11 @@ class NFT:
                         loss = loss * share * world_size  # so the epoch loss summed over ranks is the mean
                     opt.step()
                     masks.clip_()
+                    if c.average and step >= (1 - c.average) * total:  # running mean of the last steps' masks
+                        with torch.no_grad():
+                            for k, v in trained.items():
+                                avg_sum[k] = avg_sum[k] + v if k in avg_sum else v.detach().clone()
+                        avg_n += 1
                     loss_sum += loss.detach().float()
                     n_steps += 1
                     step += 1
@@ -273,7 +292,8 @@ class NFT:
                     cb(epoch, row, self)
                 if ckpt is not None and c.checkpoint_every and (epoch + 1) % c.checkpoint_every == 0 and rank == 0:
                     guard_state = {"ref": guard_ref, "masks": best_masks, "epoch": best_epoch}
-                    self._save_state(ckpt, epoch + 1, masks, opt, gen, history, fingerprint, guard_state)
+                    self._save_state(ckpt, epoch + 1, masks, opt, gen, history, fingerprint, guard_state,
+                                     {"sum": avg_sum, "n": avg_n})
         finally:
             if bar is not None:
                 bar.close()
@@ -281,6 +301,10 @@ class NFT:
             with torch.no_grad():
                 for k, v in best_masks.items():
                     trained[k].copy_(v)
+        if avg_n:  # ``average``: fold the mean of the last steps' masks (and tuned biases)
+            with torch.no_grad():
+                for k, v in avg_sum.items():
+                    trained[k].copy_(v / avg_n)
         mask_values = masks.mask_dict()
         purified = masks.fold()
         for p, q in zip(purified.parameters(), model.parameters()):
@@ -300,6 +324,7 @@ class NFT:
             "world_size": world_size,
             "guard_reference": guard_ref,
             "selected_epoch": best_epoch if guard_ref is not None else epochs,
+            "averaged_steps": avg_n,
         }
         return PurifyResult(purified, mask_values, history, time.perf_counter() - t0, info)
 
@@ -322,17 +347,19 @@ class NFT:
         for k in ("checkpoint_dir", "checkpoint_every", "resume", "progress", "eval_every", "device",
                   "distributed"):
             c.pop(k, None)
+        if not c.get("average"):  # added later: resume states written before it stay valid
+            c.pop("average", None)
         key = json.dumps([c, [s.name for s in masks.sites], n, repr(self.augmentation)], sort_keys=True)
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
     @staticmethod
-    def _masked_biases(masks: NeuronMasks) -> dict[str, nn.Parameter]:
+    def _masked_biases(masks: NeuronMasks, last_only: bool = False) -> dict[str, nn.Parameter]:
         """``tune_bias``: the bias parameters of every masked layer (BN's β under ``placement="bn"``), made
         trainable, keyed ``bias:<module>.<param>``. The NFT paper (Karim et al., ECCV 2024, Sec. 4.2 and
         Table 23) freezes them; tuning them is its ablation."""
         out: dict[str, nn.Parameter] = {}
         seen: set[int] = set()
-        for site in masks.sites:
+        for site in masks.sites[-1:] if last_only else masks.sites:
             for pname, p in site.module.named_parameters():
                 if "bias" in pname.rsplit(".", 1)[-1] and id(p) not in seen:
                     seen.add(id(p))
@@ -340,7 +367,8 @@ class NFT:
                     out[f"bias:{site.name}.{pname}"] = p
         return out
 
-    def _save_state(self, path: Path, epoch, masks, opt, gen, history, fingerprint, guard_state) -> None:
+    def _save_state(self, path: Path, epoch, masks, opt, gen, history, fingerprint, guard_state,
+                    avg_state) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {
             "epoch": epoch,
@@ -350,6 +378,7 @@ class NFT:
             "history": history,
             "fingerprint": fingerprint,
             "guard": guard_state,
+            "average": {"sum": {k: v.detach().cpu() for k, v in avg_state["sum"].items()}, "n": avg_state["n"]},
         }
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         torch.save(state, tmp)
@@ -368,7 +397,9 @@ class NFT:
                 trained[k].copy_(v)
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
-        return int(state["epoch"]), list(state["history"]), dict(state.get("guard") or {})
+        avg = state.get("average") or {}
+        avg = {"sum": {k: v.to(trained[k].device) for k, v in (avg.get("sum") or {}).items()}, "n": avg.get("n", 0)}
+        return int(state["epoch"]), list(state["history"]), dict(state.get("guard") or {}), avg
 
 
 def _jsonable(obj: Any) -> Any:

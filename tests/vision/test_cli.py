@@ -171,3 +171,15 @@ def test_bench_grid_with_failing_cell(cache):
     md = (out / "results.md").read_text()
     assert "average drop" in md and "nonexistent × none" in md and "| badnets |" in md
     assert (out / "results.csv").read_text().count("\n") == 5  # header, badnets none/nft/ft, the error row
+
+
+def test_bundled_surrogate_recipe_config(cache):
+    """``--cfg digits_surrogate``: the paper's NFT + the surrogate trigger (99% target) + the output bias +
+    mask averaging, all recorded in report.json."""
+    out = cache / "sur"
+    assert main(["purify", "--quiet", "--cfg", "digits_surrogate", "--out", str(out), "--cfg-options", *TINY]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["recipe"] == "paper (shrink 0) + tune_bias=last, average=0.3"
+    assert rep["info"]["config"]["tune_bias"] == "last" and rep["info"]["averaged_steps"] > 0
+    assert rep["info"]["augmentation"].startswith("SurrogateTrigger(kind=patch")
+    assert "fooling_all" in rep["info"]["augmentation_stats"]

@@ -173,13 +173,16 @@ def test_bench_grid_with_failing_cell(cache):
     assert (out / "results.csv").read_text().count("\n") == 5  # header, badnets none/nft/ft, the error row
 
 
-def test_bundled_surrogate_recipe_config(cache):
-    """``--cfg digits_surrogate``: the paper's NFT + the surrogate trigger (99% target) + the output bias +
-    mask averaging, all recorded in report.json."""
-    out = cache / "sur"
-    assert main(["purify", "--quiet", "--cfg", "digits_surrogate", "--out", str(out), "--cfg-options", *TINY]) == 0
+@pytest.mark.parametrize("cfg,kind", [("digits_surrogate", "patch"), ("digits_surrogate_l2", "l2")])
+def test_bundled_surrogate_recipe_configs(cache, cfg, kind):
+    """``--cfg digits_surrogate[_l2]``: the paper's NFT + the surrogate trigger + the output bias + mask
+    averaging, all recorded in report.json; the backdoored model is the embedded default's."""
+    out = cache / cfg
+    assert main(["purify", "--quiet", "--cfg", cfg, "--out", str(out), "--cfg-options", *TINY]) == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["recipe"] == "paper (shrink 0) + tune_bias=last, average=0.3"
     assert rep["info"]["config"]["tune_bias"] == "last" and rep["info"]["averaged_steps"] > 0
-    assert rep["info"]["augmentation"].startswith("SurrogateTrigger(kind=patch")
+    assert rep["info"]["augmentation"].startswith(f"SurrogateTrigger(kind={kind}")
     assert "fooling_all" in rep["info"]["augmentation_stats"]
+    assert main(["purify", "--quiet", "--out", str(cache / "default"), "--cfg-options", *TINY]) == 0
+    assert json.loads((cache / "default" / "report.json").read_text())["before"] == rep["before"]

@@ -173,9 +173,10 @@ def test_bench_grid_with_failing_cell(cache):
     assert (out / "results.csv").read_text().count("\n") == 5  # header, badnets none/nft/ft, the error row
 
 
-@pytest.mark.parametrize("cfg,kind", [("digits_surrogate", "patch"), ("digits_surrogate_l2", "l2")])
+@pytest.mark.parametrize("cfg,kind", [("digits_surrogate", "patch"), ("digits_surrogate_l2", "l2"),
+                                      ("digits_surrogate_both", "both")])
 def test_bundled_surrogate_recipe_configs(cache, cfg, kind):
-    """``--cfg digits_surrogate[_l2]``: the paper's NFT + the surrogate trigger + the output bias + mask
+    """``--cfg digits_surrogate[_l2|_both]``: the paper's NFT + the surrogate trigger + the output bias + mask
     averaging, all recorded in report.json; the backdoored model is the embedded default's."""
     out = cache / cfg
     assert main(["purify", "--quiet", "--cfg", cfg, "--out", str(out), "--cfg-options", *TINY]) == 0
@@ -184,5 +185,7 @@ def test_bundled_surrogate_recipe_configs(cache, cfg, kind):
     assert rep["info"]["config"]["tune_bias"] == "last" and rep["info"]["averaged_steps"] > 0
     assert rep["info"]["augmentation"].startswith(f"SurrogateTrigger(kind={kind}")
     assert "fooling_all" in rep["info"]["augmentation_stats"]
+    if kind == "both":
+        assert rep["info"]["augmentation_stats"]["used"] in ("patch+l2", "patch", "l2")
     assert main(["purify", "--quiet", "--out", str(cache / "default"), "--cfg-options", *TINY]) == 0
     assert json.loads((cache / "default" / "report.json").read_text())["before"] == rep["before"]

@@ -126,3 +126,48 @@ def test_fooling_target_counts_only_flippable_samples(toy):
     assert s["fooling"] >= 0.9 > s["fooling_all"], s
     assert s["mask_l1"] < 0.25 * x.shape[-1] * x.shape[-2], s
 
+
+
+class _BrightnessShortcut(torch.nn.Module):
+    """Class 0 wins once an image's mean brightness rises by ~0.04: a 'backdoor' both kinds of search find."""
+
+    def forward(self, x):
+        m = x.mean(dim=(1, 2, 3))
+        return torch.stack([100 * (m - 0.3) + 6, torch.full_like(m, 10.0), torch.full_like(m, 9.0)], dim=1)
+
+
+def test_both_kind_appends_one_copy_per_kept_trigger():
+    g = torch.Generator().manual_seed(0)
+    x = 0.3 + 0.01 * torch.randn(32, 3, 16, 16, generator=g)
+    y = torch.ones(32, dtype=torch.long)
+    aug = SurrogateTrigger(kind="both", l2_steps=30).bind(_BrightnessShortcut())
+    xb, target, *_ = aug((x, y), torch.Generator().manual_seed(0))
+    s = aug.stats
+    assert s["used"] == "patch+l2" and s["dominant_class"] == s["l2_dominant_class"] == 0, s
+    assert s["fooling"] >= 0.9 and s["l2_fooling"] >= 0.9 and abs(s["l2_norm"] - 2.0) < 1e-3, s
+    n = len(x)
+    assert xb.shape == (3 * n, *x.shape[1:]) and torch.equal(target.a[n:], y.repeat(2))
+    assert torch.all(target.lam[n:] == 1) and target.lam.shape == (3 * n,)
+    assert torch.allclose(xb[n:2 * n], aug.apply(x, "patch")) and torch.allclose(xb[2 * n:], aug.apply(x, "l2"))
+    assert not torch.allclose(aug.apply(x, "patch"), aug.apply(x, "l2"))
+    assert "l2_gate=0.9" in repr(aug)
+
+
+def test_both_kind_gate_keeps_the_triggers_that_look_like_one_backdoor(toy):
+    """On the toy the L2 search does not find the patch backdoor (it flips a minority, toward another class):
+    the gate drops it and only the patch copies are appended. With the gate at 0 the L2 trigger is kept,
+    and then the patch is dropped because the two triggers point at different classes."""
+    x, y = _batch(toy)
+    aug = SurrogateTrigger(kind="both", eps=3.0, l2_steps=50).bind(toy.model)
+    xb, *_ = aug((x, y), torch.Generator().manual_seed(0))
+    s = aug.stats
+    assert s["l2_fooling"] < 0.9 and s["dominant_class"] == toy.target and s["used"] == "patch", s
+    assert xb.shape[0] == 2 * len(x) and torch.allclose(xb[len(x):], aug.apply(x, "patch"))
+    aug = SurrogateTrigger(kind="both", eps=3.0, l2_steps=50, l2_gate=0.0).bind(toy.model)
+    xb, *_ = aug((x, y), torch.Generator().manual_seed(0))
+    s = aug.stats
+    assert s["l2_dominant_class"] != toy.target and s["used"] == "l2", s
+    assert xb.shape[0] == 2 * len(x) and torch.allclose(xb[len(x):], aug.apply(x, "l2"))
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="l2_gate"):
+            SurrogateTrigger(kind="both", l2_gate=bad)

@@ -41,6 +41,15 @@ class SurrogateTrigger:
     reached the target is kept (Neural Cleanse's schedule; it makes the search independent of image size).
     ``kind="l2"``: ``x' = clip(x + δ, 0, 1)`` with one ``δ`` of L2 norm ≤ ``eps``, ``steps`` normalized-gradient
     ascent steps of size ``eps / 10`` on the mean CE (a universal perturbation).
+    ``kind="both"``: both searches on the same batch (the patch's ``steps``, the L2's ``l2_steps``), then a
+    gate keeps the triggers that look like one backdoor: the L2 trigger if it flips at least ``l2_gate`` of
+    the batch (its norm is fixed, so a backdoor shortcut flips nearly all; on digits it flipped 96–100%
+    where it found the attacker's class and 46–82% where it did not), and the patch unless the kept L2
+    trigger sends the batch to a different class (the patch search always reaches its target, so its
+    share cannot tell). Every call appends one triggered copy of the first ``k`` samples per kept trigger
+    (patch, then L2). The two kinds miss different backdoors (README "The surrogate recipe": on digits the
+    patch search misses Blend, the L2 search Trojan). ``stats`` holds the patch's statistics, the L2's
+    under an ``l2_`` prefix and ``used`` (``"patch+l2"``, ``"patch"`` or ``"l2"``).
 
     ``search="untargeted"`` (default) runs one search as above. ``search="per_class"`` (patch only) is Neural
     Cleanse's own procedure: one *targeted* patch search per class ``c`` (minimise the CE of class ``c`` on
@@ -65,25 +74,29 @@ class SurrogateTrigger:
     def __init__(self, kind: str = "patch", lam: float = 0.003, eps: float = 2.0, steps: int | None = None,
                  search_lr: float = 0.1, ce_cap: float = 10.0, fraction: float = 1.0,
                  fooling_target: float | None = 0.9, search: str = "untargeted",
-                 base: Any = None):
+                 base: Any = None, l2_steps: int | None = None, l2_gate: float = 0.9):
         if not 0 < fraction <= 1:
             raise ValueError(f"SurrogateTrigger fraction must be in (0, 1], got {fraction}")
         if fooling_target is not None and not 0 < fooling_target <= 1:
             raise ValueError(f"SurrogateTrigger fooling_target must be in (0, 1] or None, got {fooling_target}")
         self.fraction, self.fooling_target = float(fraction), fooling_target
-        if kind not in ("patch", "l2"):
-            raise ValueError(f"SurrogateTrigger kind must be 'patch' or 'l2', got {kind!r}")
+        if kind not in ("patch", "l2", "both"):
+            raise ValueError(f"SurrogateTrigger kind must be 'patch', 'l2' or 'both', got {kind!r}")
         if lam < 0 or eps <= 0 or ce_cap <= 0 or search_lr <= 0:
             raise ValueError(f"SurrogateTrigger needs lam >= 0 and eps, ce_cap, search_lr > 0, got lam={lam}, "
                              f"eps={eps}, ce_cap={ce_cap}, search_lr={search_lr}")
-        if search not in ("untargeted", "per_class") or (search == "per_class" and kind != "patch"):
-            raise ValueError(f"SurrogateTrigger search must be 'untargeted' or 'per_class' (patch only), got "
+        if search not in ("untargeted", "per_class") or (search == "per_class" and kind == "l2"):
+            raise ValueError(f"SurrogateTrigger search must be 'untargeted' or 'per_class' (patch search only), got "
                              f"{search!r} with kind={kind!r}")
-        self.search = search
+        if not 0 <= l2_gate <= 1:
+            raise ValueError(f"SurrogateTrigger l2_gate must be in [0, 1], got {l2_gate}")
+        self.search, self.l2_gate = search, float(l2_gate)
+        self.use: tuple[str, ...] = ()
         self.kind, self.lam, self.eps, self.search_lr, self.ce_cap = kind, float(lam), float(eps), search_lr, ce_cap
-        self.steps = int(steps) if steps is not None else (300 if kind == "patch" else 100)
-        if self.steps < 1:
-            raise ValueError(f"SurrogateTrigger needs steps >= 1, got {self.steps}")
+        self.steps = int(steps) if steps is not None else (100 if kind == "l2" else 300)
+        self.l2_steps = int(l2_steps) if l2_steps is not None else (self.steps if kind == "l2" else 100)
+        if self.steps < 1 or self.l2_steps < 1:
+            raise ValueError(f"SurrogateTrigger needs steps >= 1 and l2_steps >= 1, got {self.steps}, {self.l2_steps}")
         self.base = base if base is not None else MixUp(1.0)
         self.model: nn.Module | None = None
         self.mask: Tensor | None = None
@@ -93,44 +106,65 @@ class SurrogateTrigger:
 
     def bind(self, model: nn.Module | None, adapter: Any = None) -> SurrogateTrigger:
         """Search against ``model`` (NFT binds its masked copy before any step); forgets an earlier trigger."""
-        self.model, self.mask, self.pattern, self.delta, self.stats = model, None, None, None, {}
+        self.model, self.mask, self.pattern, self.delta, self.stats, self.use = model, None, None, None, {}, ()
         return self
 
     @property
     def searched(self) -> bool:
-        return self.mask is not None or self.delta is not None
+        return (self.mask is not None) if self.kind == "patch" else (self.delta is not None)
 
-    def apply(self, x: Tensor) -> Tensor:
-        """Stamp the frozen surrogate trigger on ``x`` (B, C, H, W) or (B, T, C, H, W)."""
+    def apply(self, x: Tensor, which: str | None = None) -> Tensor:
+        """Stamp the frozen surrogate trigger on ``x`` (B, C, H, W) or (B, T, C, H, W). ``which`` ("patch" or
+        "l2") picks one of the two triggers of ``kind="both"``; by default the kind's own (the patch for both)."""
         if not self.searched:
             raise RuntimeError("SurrogateTrigger.apply before the search: call it on a batch first")
-        if self.kind == "patch":
+        which = which or ("l2" if self.kind == "l2" else "patch")
+        if which == "patch":
             m, p = self.mask.to(x), self.pattern.to(x)
             return (1 - m) * x + m * p
         return (x + self.delta.to(x)).clamp(0, 1)
+
+    def _triggered(self, x: Tensor) -> list[Tensor]:
+        """Every trigger this kind appends: one copy of ``x`` per trigger (two for ``kind="both"``)."""
+        return [self.apply(x, w) for w in (self.use if self.kind == "both" else (None,))]
+
+    def _search_l2(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        d = torch.zeros_like(x[:1])
+        for _ in range(self.l2_steps):
+            d.requires_grad_(True)
+            (g,) = torch.autograd.grad(F.cross_entropy(model((x + d).clamp(0, 1)).float(), y), d)
+            d = (d + self.eps / 10 * g / g.norm().clamp_min(1e-12)).detach()
+            d = d * (self.eps / d.norm().clamp_min(1e-12)).clamp(max=1.0)
+        return d
+
+    def _outcome(self, model: nn.Module, xt: Tensor, y: Tensor) -> dict[str, float]:
+        with torch.no_grad():
+            pred = model(xt).argmax(1)
+        counts = torch.bincount(pred, minlength=1)
+        return dict(fooling=_fooling(pred, y), fooling_all=float((pred != y).float().mean()),
+                    dominant_class=int(counts.argmax()), dominant_share=float(counts.max()) / len(pred))
 
     def _search(self, x: Tensor, y: Tensor) -> None:
         x = x.detach()
         with frozen_model(self.model) as model:
             with torch.enable_grad():
-                if self.kind == "patch" and self.search == "per_class":
+                if self.kind != "l2" and self.search == "per_class":
                     self._search_per_class(model, x, y)
-                elif self.kind == "patch":
+                elif self.kind != "l2":
                     self._search_patch(model, x, y)
-                else:
-                    d = torch.zeros_like(x[:1])
-                    for _ in range(self.steps):
-                        d.requires_grad_(True)
-                        (g,) = torch.autograd.grad(F.cross_entropy(model((x + d).clamp(0, 1)).float(), y), d)
-                        d = (d + self.eps / 10 * g / g.norm().clamp_min(1e-12)).detach()
-                        d = d * (self.eps / d.norm().clamp_min(1e-12)).clamp(max=1.0)
-                    self.delta = d
-                    self.stats = {"l2": float(d.norm())}
-            with torch.no_grad():
-                pred = model(self.apply(x)).argmax(1)
-            counts = torch.bincount(pred, minlength=1)
-            self.stats.update(fooling=_fooling(pred, y), fooling_all=float((pred != y).float().mean()),
-                              dominant_class=int(counts.argmax()), dominant_share=float(counts.max()) / len(pred))
+                if self.kind != "patch":
+                    self.delta = self._search_l2(model, x, y)
+            if self.kind == "l2":
+                self.stats = {"l2": float(self.delta.norm()), **self._outcome(model, self.apply(x), y)}
+            else:
+                self.stats.update(self._outcome(model, self.apply(x, "patch"), y))
+            if self.kind == "both":  # the L2 trigger's statistics under an ``l2_`` prefix, then the gate
+                out = {"norm": float(self.delta.norm()), **self._outcome(model, self.apply(x, "l2"), y)}
+                self.stats.update({f"l2_{k}": v for k, v in out.items()})
+                l2 = out["fooling"] >= self.l2_gate
+                patch = not l2 or self.stats["dominant_class"] == out["dominant_class"]
+                self.use = ("patch",) * patch + ("l2",) * l2
+                self.stats["used"] = "+".join(self.use)
 
     def _search_per_class(self, model: nn.Module, x: Tensor, y: Tensor) -> None:
         with torch.no_grad():
@@ -193,18 +227,21 @@ class SurrogateTrigger:
             self._search(x, y)
         n = x.shape[0]
         k = max(1, round(self.fraction * n))  # the first k samples get a triggered copy (the batch is shuffled)
-        xt, yt = self.apply(x[:k]), y[:k]
+        xts = self._triggered(x[:k])
+        xt, yt = torch.cat(xts), y[:k].repeat(len(xts))
         xm, ym, *_ = self.base(batch, generator)
         if isinstance(ym, MixedTarget):
             lam = torch.as_tensor(ym.lam, dtype=torch.float32, device=x.device).expand(n)
             a, b = ym.a, ym.b
         else:
             lam, a, b = torch.ones(n, device=x.device), ym, ym
-        target = MixedTarget(torch.cat([a, yt]), torch.cat([b, yt]), torch.cat([lam, torch.ones(k, device=x.device)]))
+        target = MixedTarget(torch.cat([a, yt]), torch.cat([b, yt]),
+                             torch.cat([lam, torch.ones(len(yt), device=x.device)]))
         return (torch.cat([xm, xt]), target, *rest)
 
     def __repr__(self) -> str:
-        knob = f"lam={self.lam:g}" if self.kind == "patch" else f"eps={self.eps:g}"
+        knob = {"patch": f"lam={self.lam:g}", "l2": f"eps={self.eps:g}"}.get(self.kind, f"lam={self.lam:g}, "
+                                                                                 f"eps={self.eps:g}, l2_steps={self.l2_steps}, l2_gate={self.l2_gate:g}")
         return (f"SurrogateTrigger(kind={self.kind}, search={self.search}, {knob}, steps={self.steps}, "
                 f"fraction={self.fraction:g}, fooling_target={self.fooling_target}, base={self.base!r})")
 

@@ -1,0 +1,75 @@
+"""Diagnosis for issue 6: how far can NFT's masks go on the video default if the trigger were known?
+
+``oracle`` appends copies of the batch stamped with the attack's **real** trigger and their true labels (an
+upper bound a defender never has; never a recipe); ``surrogate`` uses the config's augmentation (e.g. the
+surrogate trigger) instead. Per-epoch test ACC/ASR (``eval_every=5``) are recorded, never used to select;
+the folded model is what NFT returns. Results in ``benchmarks/results/video-oracle/``:
+
+    uv run python benchmarks/video_oracle.py oracle OUT.json defense.recipe=paper \\
+        defense.options.tune_bias=last defense.options.average=0.3 defense.options.epochs=120
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import torch
+
+from nft_core.config import load_config, to_dataclass
+from nft_core.contracts import MixedTarget
+from nft_core.pipeline import build_defense
+from nft_video.adapter import VideoAdapter
+from nft_video.augment import VideoMixUp
+from nft_video.config import VideoConfig
+from nft_video.workflow import backdoor, build_augmentation
+
+
+class Oracle:
+    """Video MixUp on the batch plus the batch stamped with the real trigger, true labels (λ = 1)."""
+
+    def __init__(self, attack):
+        self.attack, self.base = attack, VideoMixUp()
+
+    def __call__(self, batch, generator):
+        x, y, *rest = batch
+        xm, ym, *_ = self.base(batch, generator)
+        n = x.shape[0]
+        lam = torch.as_tensor(ym.lam, dtype=torch.float32).expand(n)
+        target = MixedTarget(torch.cat([ym.a, y]), torch.cat([ym.b, y]), torch.cat([lam, torch.ones(n)]))
+        return (torch.cat([xm, self.attack.apply(x)]), target, *rest)
+
+
+def main() -> None:
+    mode, out, *options = sys.argv[1:]
+    if mode not in ("oracle", "surrogate"):
+        raise SystemExit("usage: video_oracle.py oracle|surrogate OUT.json [KEY=VALUE ...] (config options)")
+    torch.set_num_threads(1)
+    cfg = to_dataclass(VideoConfig, load_config(None, options))
+    run = backdoor(cfg)
+    ad = VideoAdapter(run.num_classes)
+    before = ad.evaluate(run.model, run.eval_data)
+    aug = Oracle(run.attack) if mode == "oracle" else build_augmentation(cfg)
+    defense = build_defense("nft", {**cfg.defense.resolved_options(), "eval_every": 5}, aug, eval_data=run.eval_data)
+    t0 = time.perf_counter()
+    res = defense.purify(run.model, run.val, ad)
+    seconds = time.perf_counter() - t0
+    after = ad.evaluate(res.model, run.eval_data)
+    clean = run.eval_data.clean
+    x = torch.stack([clean[i][0] for i in range(len(clean))])
+    y = torch.tensor([int(clean[i][1]) for i in range(len(clean))])
+    with torch.no_grad():
+        pred = res.model.eval()(x).argmax(1)
+    after["per_class_errors"] = [int(((pred != y) & (y == c)).sum()) for c in range(run.num_classes)]
+    hist = [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()} for r in res.history if "acc" in r]
+    result = {"mode": mode, "options": options, "before": before, "after": after, "nft_s": seconds,
+              "search": res.info.get("augmentation_stats"), "history": hist}
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1, default=str)
+    print(f"{mode}: ASR {before['asr']:.1f} -> {after['asr']:.1f}, ACC {before['acc']:.2f} -> {after['acc']:.2f}, "
+          f"class errors {after['per_class_errors']} ({seconds:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -117,17 +117,21 @@ def test_val_size_columns_use_stratified_subsets(cache, tmp_path, spy):
 def test_variants_reach_nft(cache, tmp_path, spy):
     variants = [{"schedule": "cosine", "alpha": 0.5}, {"augmentation": "none", "eta": 0},
                 {"label": "cut", "augmentation": {"name": "cutout", "options": {"length": 4}}},
-                {"tune_bias": True, "recipe": "paper"}]
+                {"tune_bias": True, "recipe": "paper"}, {"recipe": "nft+"}]
     cfg = _cfg(cache, "defense.options.epochs=1", f"bench.ablation={ {'variants': variants}!r}")
     run_grid(cfg, tmp_path / "out")
     assert _columns(tmp_path / "out") == ["none", "nft[schedule=cosine,alpha=0.5]", "nft[augmentation=none,eta=0]",
-                                          "cut", "nft[tune_bias=True,recipe=paper]"]
+                                          "cut", "nft[tune_bias=True,recipe=paper]", "nft[recipe=nft+]"]
     sched = spy[0]["config"].schedule
     assert (sched.family, sched.alpha, sched.beta) == ("cosine", 0.5, 0.5)
-    assert spy[0]["augmentation"].startswith("MixUp") and spy[0]["config"].shrink == 0.02  # NFT+ base
+    # the base is the default recipe (surrogate: output bias + averaging, and augmentation auto -> the trigger)
+    assert spy[0]["augmentation"].startswith("SurrogateTrigger(kind=both") and spy[0]["config"].average == 0.3
+    assert spy[0]["config"].tune_bias == "last" and spy[0]["config"].shrink == 0
     assert spy[1]["augmentation"] == "NoAugmentation()" and spy[1]["config"].eta == 0
-    assert spy[2]["augmentation"] == "CutOut(length=4, fill=0.0)"
-    assert spy[3]["config"].tune_bias is True and spy[3]["config"].shrink == 0.0 and not spy[2]["config"].tune_bias
+    assert spy[2]["augmentation"] == "CutOut(length=4, fill=0.0)" and spy[2]["config"].tune_bias == "last"
+    assert spy[3]["config"].tune_bias is True and spy[3]["config"].shrink == 0.0 and spy[3]["config"].average == 0
+    assert spy[3]["augmentation"].startswith("MixUp")  # auto follows the variant's recipe: the paper's -> mixup
+    assert spy[4]["augmentation"].startswith("MixUp") and spy[4]["config"].shrink == 0.02  # NFT+
 
 
 def test_validation_subset_indices_are_stratified_nested_and_checked():

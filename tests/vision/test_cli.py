@@ -25,7 +25,9 @@ def test_default_purify_writes_run_directory(cache, capsys):
     files = {p.name for p in out.iterdir()}
     assert {"purified.safetensors", "masks.safetensors", "report.json", "report.md", "config.resolved.py"} <= files
     rep = json.loads((out / "report.json").read_text())
-    assert {"acc", "asr", "lcr"} <= set(rep["before"]) and rep["recipe"].startswith("NFT+")
+    assert {"acc", "asr", "lcr"} <= set(rep["before"])
+    assert rep["recipe"] == "paper (shrink 0) + tune_bias=last, average=0.3"
+    assert rep["info"]["augmentation"].startswith("SurrogateTrigger(kind=both")  # the surrogate recipe
     assert "| asr |" in capsys.readouterr().out
     # second run hits the cache (no retraining) and gives the same model before purification
     assert main(["purify", "--quiet", "--out", str(cache / "run2"), "--cfg-options", *TINY]) == 0
@@ -36,7 +38,12 @@ def test_default_purify_writes_run_directory(cache, capsys):
 def test_paper_recipe_and_baseline_defense(cache):
     assert main(["purify", "--quiet", "--out", str(cache / "paper"), "--cfg-options", *TINY,
                  "defense.recipe=paper"]) == 0
-    assert json.loads((cache / "paper" / "report.json").read_text())["recipe"] == "paper (shrink 0)"
+    rep = json.loads((cache / "paper" / "report.json").read_text())
+    assert rep["recipe"] == "paper (shrink 0)" and rep["info"]["augmentation"].startswith("MixUp")  # auto: mixup
+    assert main(["purify", "--quiet", "--out", str(cache / "plus"), "--cfg-options", *TINY,
+                 "defense.recipe=nft+"]) == 0
+    rep = json.loads((cache / "plus" / "report.json").read_text())
+    assert rep["recipe"].startswith("NFT+") and rep["info"]["augmentation"].startswith("MixUp")
     assert main(["purify", "--quiet", "--defense", "ft", "--out", str(cache / "ft"), "--cfg-options",
                  "train.epochs=2", "model.width=4", "data.image_size=16", "defense.options={'epochs': 1}"]) == 0
     assert json.loads((cache / "ft" / "report.json").read_text())["defense"] == "ft"
@@ -69,7 +76,7 @@ def test_purify_a_third_party_model(cache):
 
 
 @pytest.mark.parametrize("case", ["mismatch", "classes", "missing_class", "target", "unknown_key", "bad_type",
-                                  "empty_folder", "non_image", "pickle"])
+                                  "empty_folder", "non_image", "pickle", "recipe"])
 def test_bad_input_exit_2_one_line_no_run_dir(cache, capsys, case):
     g = torch.Generator().manual_seed(0)
     ckpt = cache / "m.safetensors"
@@ -117,6 +124,9 @@ def test_bad_input_exit_2_one_line_no_run_dir(cache, capsys, case):
         torch.save(SmallCNN(num_classes=3, width=4), cache / "whole.pt")
         args[args.index("--checkpoint") + 1] = str(cache / "whole.pt")
         expect = "refused"
+    elif case == "recipe":
+        opts.append("defense.recipe=nft")
+        expect = "defense.recipe must be one of 'nft+', 'paper', 'surrogate', got 'nft'"
     out = cache / "run"
     code = main(["purify", "--quiet", *args, "--out", str(out), "--cfg-options", *opts])
     err = capsys.readouterr().err.strip().splitlines()

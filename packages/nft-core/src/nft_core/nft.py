@@ -47,19 +47,23 @@ NFT_PLUS = {"shrink": 0.02, "guard": 1.0}
 
 
 def recipe_options(defense: str, recipe: str, options: dict, *, task_plus: dict | None = None,
-                   task_base: dict | None = None) -> dict:
+                   task_base: dict | None = None, task_recipes: dict[str, dict] | None = None) -> dict:
     """Keyword options for a CLI's defense section.
 
     NFT: ``paper`` -> ``task_base`` + ``options``; ``nft+`` -> ``task_base`` + ``NFT_PLUS`` + the task's own
-    measured ``task_plus`` + ``options`` (later wins). Any other defense gets ``options`` alone.
+    measured ``task_plus`` + ``options`` (later wins); a task's own named recipe (``task_recipes``, e.g.
+    vision's ``surrogate``) -> ``task_base`` + its settings + ``options``. Any other defense gets ``options``
+    alone.
     """
     if defense != "nft":
         return dict(options)
-    if recipe not in ("nft+", "paper"):
+    named = task_recipes or {}
+    if recipe not in ("nft+", "paper", *named):
         from .errors import ConfigError
 
-        raise ConfigError(f"defense.recipe must be 'nft+' or 'paper', got {recipe!r}")
-    plus = {**NFT_PLUS, **(task_plus or {})} if recipe == "nft+" else {}
+        choices = ", ".join(repr(r) for r in ("nft+", "paper", *named))
+        raise ConfigError(f"defense.recipe must be one of {choices}, got {recipe!r}")
+    plus = {**NFT_PLUS, **(task_plus or {})} if recipe == "nft+" else dict(named.get(recipe, {}))
     return {**(task_base or {}), **plus, **options}
 
 Callback = Callable[[int, dict[str, float], "NFT"], None]

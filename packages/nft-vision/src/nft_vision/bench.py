@@ -29,6 +29,8 @@ __all__ = ["run_grid", "ablation_variants"]
 log = logging.getLogger("nft")
 
 #: variant keys that are not NFTConfig fields (see BenchConfig's docstring)
+#: bench columns that are NFT recipes (``defense.options`` apply to each)
+_NFT_COLUMNS = {"nft": "nft+", "nft-paper": "paper", "nft-surrogate": "surrogate"}
 _SPECIAL = ("val_size", "augmentation", "recipe", "family", "alpha", "beta", "label")
 
 
@@ -132,17 +134,18 @@ def run_grid(cfg: VisionConfig, out: Path, progress: bool = False) -> str:
     def make_defense(name):
         def make():
             opts = dict(cfg.bench.defense_options.get(name, {}))
-            if name in ("nft", "nft-paper"):  # NFT+ and the paper's recipe side by side
-                recipe = replace(cfg.defense, name="nft", recipe="paper" if name == "nft-paper" else "nft+")
+            if name in _NFT_COLUMNS:  # NFT+, the paper's recipe and the surrogate recipe side by side
+                recipe = replace(cfg.defense, name="nft", recipe=_NFT_COLUMNS[name])
                 opts = {**recipe.resolved_options(), **opts, "seed": cfg.seed, "device": str(device)}
-                return build_defense("nft", opts, build_augmentation(cfg))
+                return build_defense("nft", opts, build_augmentation(cfg, recipe.recipe))
             return build_defense(name, {"seed": cfg.seed, "device": str(device), **opts})
 
         return make
 
     def make_variant(label: str, variant: dict):
         v = dict(variant)
-        opts = nft_options(v.pop("recipe", cfg.defense.recipe))
+        v_recipe = v.pop("recipe", cfg.defense.recipe)
+        opts = nft_options(v_recipe)
         aug = v.pop("augmentation", None)
         val_size = v.pop("val_size", None)
         parts = {k: v.pop(k) for k in ("family", "alpha", "beta") if k in v}
@@ -153,7 +156,7 @@ def run_grid(cfg: VisionConfig, out: Path, progress: bool = False) -> str:
             if aug is not None:
                 a = AugmentationConfig(name=aug) if isinstance(aug, str) else AugmentationConfig(**aug)
                 aug_cfg = replace(cfg, augmentation=a)
-            defense = build_defense("nft", opts, build_augmentation(aug_cfg))
+            defense = build_defense("nft", opts, build_augmentation(aug_cfg, v_recipe))
             if val_size is not None:
                 if not isinstance(val_size, int) or isinstance(val_size, bool) or val_size < 1:
                     raise NFTInputError(f"val_size must be a positive integer, got {val_size!r}")

@@ -83,35 +83,51 @@ class TrainConfig:
         return max(1, round(self.epochs * scale))
 
 
+#: Vision's own NFT recipe (README "The surrogate recipe"; this project's, not the paper's): the paper's NFT
+#: with the output layer's bias tuned and the masks of the last 30% of the steps averaged; with
+#: ``augmentation.name="auto"`` (the default) it runs with the surrogate trigger of ``SURROGATE_AUGMENTATION``.
+VISION_RECIPES = {"surrogate": {"tune_bias": "last", "average": 0.3}}
+
+#: What ``augmentation.name="auto"`` means under ``defense.recipe="surrogate"``: both surrogate searches,
+#: gated, with a 99% fooling target (README "The surrogate recipe"). Under ``nft+``/``paper`` it means mixup.
+SURROGATE_AUGMENTATION = {"kind": "both", "fooling_target": 0.99}
+
+
 @dataclass
 class DefenseConfig:
     """``name``: nft | ft | fp | anp | awm | ftsam | rnp | ibau | nad | mcr; ``options`` go to it.
-    ``recipe`` (NFT only): ``nft+`` adds ``NFT_PLUS`` (shrink + guard) under ``options``; ``paper`` does not."""
+    ``recipe`` (NFT only): ``surrogate`` (the default; this project's, measured on the embedded default: the
+    paper's NFT + the output bias + mask averaging, and with ``augmentation.name=auto`` the surrogate trigger),
+    ``nft+`` (``NFT_PLUS``: shrink + guard, with mixup) or ``paper`` (the paper's NFT, with mixup)."""
 
     name: str = "nft"
-    recipe: str = "nft+"
+    recipe: str = "surrogate"
     options: dict = field(default_factory=dict)
 
     def resolved_options(self) -> dict:
-        return recipe_options(self.name, self.recipe, self.options)
+        return recipe_options(self.name, self.recipe, self.options, task_recipes=VISION_RECIPES)
 
 
 @dataclass
 class AugmentationConfig:
-    """NFT's augmentation: mixup | cutmix | cutout | augmix | randaugment | pgd | surrogate | none; ``options`` go
-    to its constructor (e.g. ``{'alpha': 1.0}`` for mixup, ``{'norm': 'linf', 'eps': 0.0314, 'steps': 10}`` for pgd,
-    ``{'kind': 'l2', 'eps': 2.0}`` for surrogate). The defaults of augmix, randaugment and pgd are the NFT paper's
-    Table 15 settings; ``surrogate`` (:class:`~nft_vision.augment_adv.SurrogateTrigger`) is this project's option,
-    not the paper's (README "NFT recipes")."""
+    """NFT's augmentation: auto | mixup | cutmix | cutout | augmix | randaugment | pgd | surrogate | none; ``options``
+    go to its constructor (e.g. ``{'alpha': 1.0}`` for mixup, ``{'norm': 'linf', 'eps': 0.0314, 'steps': 10}`` for
+    pgd, ``{'kind': 'l2', 'eps': 2.0}`` for surrogate). ``auto`` (the default) follows ``defense.recipe``: the
+    surrogate trigger with ``SURROGATE_AUGMENTATION`` under ``surrogate`` (``options`` merged over it), mixup
+    under ``nft+`` and ``paper`` (the paper's augmentation). The defaults of augmix, randaugment and pgd are the
+    NFT paper's Table 15 settings; ``surrogate`` (:class:`~nft_vision.augment_adv.SurrogateTrigger`) is this
+    project's option, not the paper's (README "NFT recipes")."""
 
-    name: str = "mixup"
+    name: str = "auto"
     options: dict = field(default_factory=dict)
 
 
 @dataclass
 class BenchConfig:
     """``bench`` grid: attacks × defenses (each cell: the same model, validation data, seed, device).
-    ``nft`` is NFT with ``defense.recipe``/``defense.options``; ``nft-paper`` is the paper's recipe.
+    ``nft`` is NFT+, ``nft-paper`` the paper's recipe and ``nft-surrogate`` vision's surrogate recipe (the
+    default of ``purify``), each with ``defense.options``; their augmentation is ``augmentation`` (``auto``
+    follows each column's recipe).
 
     ``ablation`` adds one NFT column per variant after ``defenses`` (``bench.defenses=[]`` for the ablation
     alone), all on the same backdoored model, seed and device. Either one option swept over values::
@@ -134,7 +150,7 @@ class BenchConfig:
     augmix, randaugment, pgd, none) or ``{'name': ..., 'options': {...}}``; ``val_size``: NFT on a stratified,
     seeded subset of that many validation samples (a multiple of the class count; sizes are nested; raise
     ``data.val_ratio`` for large ones); ``recipe``: ``nft+`` or ``paper``; ``label``: the column name. A variant
-    starts from ``defense.recipe`` (nft+ by default) with ``defense.options`` and ``defense_options['nft']``, and
+    starts from ``defense.recipe`` (surrogate by default) with ``defense.options`` and ``defense_options['nft']``, and
     the ``augmentation`` section. Columns are named ``nft[eta=0.001]``, ``nft[augmentation=none,eta=0]`` …
 
     ``tsne`` writes ``tsne_<attack>.png``: t-SNE of the penultimate features (input of the last

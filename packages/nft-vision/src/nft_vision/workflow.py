@@ -122,12 +122,22 @@ def build_attack(cfg: VisionConfig, num_classes: int, name: str | None = None):
         raise NFTInputError(f"attack {name}: {e}") from e
 
 
-def build_augmentation(cfg: VisionConfig):
+def build_augmentation(cfg: VisionConfig, recipe: str | None = None):
+    """NFT's augmentation from ``cfg.augmentation``; ``auto`` follows the NFT recipe in effect (``recipe``, by
+    default ``cfg.defense.recipe``): the surrogate trigger for ``surrogate``, mixup otherwise."""
     from nft_core import MixUp, NoAugmentation
+
+    from .config import SURROGATE_AUGMENTATION
 
     table = {"mixup": MixUp, "cutmix": CutMix, "cutout": CutOut, "augmix": AugMix, "randaugment": RandAugment,
              "pgd": PGD, "surrogate": SurrogateTrigger, "none": NoAugmentation}
-    return build_from_table(table, cfg.augmentation.name, cfg.augmentation.options)
+    name, options = cfg.augmentation.name, dict(cfg.augmentation.options)
+    if name == "auto":
+        if (recipe or cfg.defense.recipe) == "surrogate":
+            name, options = "surrogate", {**SURROGATE_AUGMENTATION, **options}
+        else:
+            name = "mixup"
+    return build_from_table(table, name, options)
 
 
 @dataclass

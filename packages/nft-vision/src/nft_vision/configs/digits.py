@@ -1,8 +1,9 @@
-# Embedded default: scikit-learn's bundled digits at 32x32, BadNets, a small CNN, NFT.
-# Every key is documented in nft_vision.config.VisionConfig.
+# Embedded default: scikit-learn's bundled digits at 32x32, BadNets, a small CNN, NFT with vision's
+# surrogate recipe (README "The surrogate recipe"). Every key is documented in nft_vision.config.VisionConfig.
 data = dict(name="digits", image_size=32, val_ratio=0.1)
 model = dict(spec="smallcnn", width=16)
 attack = dict(name="badnets", target=0, poison_rate=0.1, mode="all2one")
 train = dict(epochs=10, lr=0.05, batch_size=64, augment=False)
-defense = dict(name="nft", recipe="nft+", options=dict())  # recipe="paper" for the paper's NFT
-augmentation = dict(name="mixup", options=dict())
+# recipe="paper" for the paper's NFT (with mixup), recipe="nft+" for NFT+ (with mixup)
+defense = dict(name="nft", recipe="surrogate", options=dict())
+augmentation = dict(name="auto", options=dict())  # auto: the surrogate trigger under recipe="surrogate"

@@ -157,3 +157,16 @@ def test_tsne_view_missing_when_the_cell_ran_elsewhere(cache, tmp_path, monkeypa
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     assert "another process" in res["tsne_errors"]["badnets"]
     assert not (tmp_path / "out" / "tsne_badnets.png").exists()
+
+
+def test_nft_recipe_columns(cache, tmp_path, spy):
+    """bench columns nft / nft-paper / nft-surrogate: NFT+, the paper's NFT and vision's surrogate recipe, each
+    with augmentation auto following its own recipe (mixup, mixup, the gated surrogate trigger)."""
+    cfg = _cfg(cache, "defense.options.epochs=1", "bench.defenses=['nft', 'nft-paper', 'nft-surrogate']")
+    run_grid(cfg, tmp_path / "out")
+    assert _columns(tmp_path / "out") == ["none", "nft", "nft-paper", "nft-surrogate"]
+    plus, paper, sur = spy
+    assert plus["config"].shrink == 0.02 and plus["augmentation"].startswith("MixUp")
+    assert paper["config"].shrink == 0 and paper["config"].average == 0 and paper["augmentation"].startswith("MixUp")
+    assert sur["config"].tune_bias == "last" and sur["config"].average == 0.3
+    assert sur["augmentation"].startswith("SurrogateTrigger(kind=both")

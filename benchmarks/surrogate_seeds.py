@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from _diag import evaluated_history, per_class_errors
 
 from nft_core import ClassificationAdapter
 from nft_core.config import load_config, to_dataclass
@@ -40,13 +41,8 @@ def run_one(attack: str, seed: int, options: list[str]) -> dict:
     res = defense.purify(run.model, run.val, ad)
     wall = time.perf_counter() - t0
     after = ad.evaluate(res.model, run.eval_data)
-    clean = run.eval_data.clean
-    x = torch.stack([clean[i][0] for i in range(len(clean))])
-    y = torch.tensor([int(clean[i][1]) for i in range(len(clean))])
-    with torch.no_grad():
-        pred = res.model.eval()(x).argmax(1)
-    after["per_class_errors"] = [int(((pred != y) & (y == c)).sum()) for c in range(run.num_classes)]
-    hist = [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()} for r in res.history if "acc" in r]
+    after["per_class_errors"] = per_class_errors(res.model, run.eval_data.clean, run.num_classes)
+    hist = evaluated_history(res.history)
     return {"attack": attack, "seed": seed, "options": options, "before": before, "after": after, "nft_s": wall,
             "search": res.info["augmentation_stats"], "recipe": res.info["config"], "history": hist}
 

@@ -16,6 +16,7 @@ import sys
 import time
 
 import torch
+from _diag import evaluated_history, per_class_errors
 
 from nft_core.config import load_config, to_dataclass
 from nft_core.contracts import MixedTarget
@@ -56,13 +57,8 @@ def main() -> None:
     res = defense.purify(run.model, run.val, ad)
     seconds = time.perf_counter() - t0
     after = ad.evaluate(res.model, run.eval_data)
-    clean = run.eval_data.clean
-    x = torch.stack([clean[i][0] for i in range(len(clean))])
-    y = torch.tensor([int(clean[i][1]) for i in range(len(clean))])
-    with torch.no_grad():
-        pred = res.model.eval()(x).argmax(1)
-    after["per_class_errors"] = [int(((pred != y) & (y == c)).sum()) for c in range(run.num_classes)]
-    hist = [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()} for r in res.history if "acc" in r]
+    after["per_class_errors"] = per_class_errors(res.model, run.eval_data.clean, run.num_classes)
+    hist = evaluated_history(res.history)
     result = {"mode": mode, "options": options, "before": before, "after": after, "nft_s": seconds,
               "search": res.info.get("augmentation_stats"), "history": hist}
     with open(out, "w") as f:

@@ -1,0 +1,19 @@
+"""Shared by the per-seed diagnosis scripts (``surrogate_seeds.py``, ``video_oracle.py``)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def per_class_errors(model, clean, num_classes: int) -> list[int]:
+    """How many samples of each class of the clean set ``clean`` the model misclassifies."""
+    x = torch.stack([clean[i][0] for i in range(len(clean))])
+    y = torch.tensor([int(clean[i][1]) for i in range(len(clean))])
+    with torch.no_grad():
+        pred = model.eval()(x).argmax(1)
+    return [int(((pred != y) & (y == c)).sum()) for c in range(num_classes)]
+
+
+def evaluated_history(history: list[dict]) -> list[dict]:
+    """The history rows that carry test metrics (``eval_every``), floats rounded to 3 digits."""
+    return [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()} for r in history if "acc" in r]

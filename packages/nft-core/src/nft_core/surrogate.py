@@ -43,8 +43,8 @@ class SurrogateTrigger:
     ascent steps of size ``eps / 10`` on the mean CE (a universal perturbation).
     ``kind="both"``: both searches on the same batch (the patch's ``steps``, the L2's ``l2_steps``), then a
     gate keeps the triggers that look like one backdoor: the L2 trigger if it flips at least ``l2_gate`` of
-    the batch (its norm is fixed, so a backdoor shortcut flips nearly all; on digits it flipped 96–100%
-    where it found the attacker's class and 46–82% where it did not), and the patch unless the kept L2
+    the batch (its norm is fixed, so a backdoor shortcut flips nearly all; on digits it flipped 95.5–100%
+    where it found the attacker's class and 52–86% where it did not), and the patch unless the kept L2
     trigger sends the batch to a different class (the patch search always reaches its target, so its
     share cannot tell). Every call appends one triggered copy of the first ``k`` samples per kept trigger
     (patch, then L2). The two kinds miss different backdoors (README "The surrogate recipe": on digits the

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 
@@ -17,3 +19,14 @@ def per_class_errors(model, clean, num_classes: int) -> list[int]:
 def evaluated_history(history: list[dict]) -> list[dict]:
     """The history rows that carry test metrics (``eval_every``), floats rounded to 3 digits."""
     return [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()} for r in history if "acc" in r]
+
+
+def purify_and_diagnose(defense, run, adapter) -> dict:
+    """Run ``defense`` on ``run`` (a task's BackdoorRun) and return what both scripts record: the result,
+    the metrics after (with the per-class clean errors), the seconds of purification and the history."""
+    t0 = time.perf_counter()
+    res = defense.purify(run.model, run.val, adapter)
+    seconds = time.perf_counter() - t0
+    after = adapter.evaluate(res.model, run.eval_data)
+    after["per_class_errors"] = per_class_errors(res.model, run.eval_data.clean, run.num_classes)
+    return {"result": res, "after": after, "seconds": seconds, "history": evaluated_history(res.history)}

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
-from _diag import evaluated_history, per_class_errors
+from _diag import purify_and_diagnose
 
 from nft_core import ClassificationAdapter
 from nft_core.config import load_config, to_dataclass
@@ -37,14 +36,11 @@ def run_one(attack: str, seed: int, options: list[str]) -> dict:
     before = ad.evaluate(run.model, run.eval_data)
     opts = {**cfg.defense.resolved_options(), "seed": seed, "eval_every": 5}
     defense = build_defense("nft", opts, build_augmentation(cfg), eval_data=run.eval_data)
-    t0 = time.perf_counter()
-    res = defense.purify(run.model, run.val, ad)
-    wall = time.perf_counter() - t0
-    after = ad.evaluate(res.model, run.eval_data)
-    after["per_class_errors"] = per_class_errors(res.model, run.eval_data.clean, run.num_classes)
-    hist = evaluated_history(res.history)
-    return {"attack": attack, "seed": seed, "options": options, "before": before, "after": after, "nft_s": wall,
-            "search": res.info["augmentation_stats"], "recipe": res.info["config"], "history": hist}
+    d = purify_and_diagnose(defense, run, ad)
+    res = d["result"]
+    return {"attack": attack, "seed": seed, "options": options, "before": before, "after": d["after"],
+            "nft_s": d["seconds"], "search": res.info["augmentation_stats"], "recipe": res.info["config"],
+            "history": d["history"]}
 
 
 def main() -> None:

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 
 import torch
-from _diag import evaluated_history, per_class_errors
+from _diag import purify_and_diagnose
 
 from nft_core.config import load_config, to_dataclass
 from nft_core.contracts import MixedTarget
@@ -53,14 +52,10 @@ def main() -> None:
     before = ad.evaluate(run.model, run.eval_data)
     aug = Oracle(run.attack) if mode == "oracle" else build_augmentation(cfg)
     defense = build_defense("nft", {**cfg.defense.resolved_options(), "eval_every": 5}, aug, eval_data=run.eval_data)
-    t0 = time.perf_counter()
-    res = defense.purify(run.model, run.val, ad)
-    seconds = time.perf_counter() - t0
-    after = ad.evaluate(res.model, run.eval_data)
-    after["per_class_errors"] = per_class_errors(res.model, run.eval_data.clean, run.num_classes)
-    hist = evaluated_history(res.history)
+    d = purify_and_diagnose(defense, run, ad)
+    after, seconds = d["after"], d["seconds"]
     result = {"mode": mode, "options": options, "before": before, "after": after, "nft_s": seconds,
-              "search": res.info.get("augmentation_stats"), "history": hist}
+              "search": d["result"].info.get("augmentation_stats"), "history": d["history"]}
     with open(out, "w") as f:
         json.dump(result, f, indent=1, default=str)
     print(f"{mode}: ASR {before['asr']:.1f} -> {after['asr']:.1f}, ACC {before['acc']:.2f} -> {after['acc']:.2f}, "

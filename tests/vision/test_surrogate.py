@@ -171,3 +171,67 @@ def test_both_kind_gate_keeps_the_triggers_that_look_like_one_backdoor(toy):
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match="l2_gate"):
             SurrogateTrigger(kind="both", l2_gate=bad)
+
+
+class _NaturalAndBackdoor(torch.nn.Module):
+    """Class 2 by default; class 1 once the whole image brightens (a natural flip that needs a large mask);
+    class 0 once the top-left 2x2 corner brightens (a backdoor: a tiny patch). The untargeted search goes to
+    class 1 first: brightening everything is its easiest gradient direction at the start."""
+
+    def forward(self, x):
+        g, c = x.mean(dim=(1, 2, 3)), x[:, :, :2, :2].mean(dim=(1, 2, 3))
+        return torch.stack([20 * (c - 0.3) + 6, 100 * (g - 0.3) + 9, torch.full_like(g, 10.0)], dim=1)
+
+
+def test_rounds_exclude_earlier_classes_and_keep_the_smallest_mask():
+    g = torch.Generator().manual_seed(0)
+    x = (0.3 + 0.01 * torch.randn(64, 3, 16, 16, generator=g)).clamp(0, 1)
+    y = torch.full((64,), 2)
+    one = SurrogateTrigger(steps=150).bind(_NaturalAndBackdoor())
+    one((x, y), torch.Generator().manual_seed(0))
+    assert one.stats["dominant_class"] == 1 and "class_rounds" not in one.stats, one.stats
+    two = SurrogateTrigger(steps=150, rounds=2).bind(_NaturalAndBackdoor())
+    two((x, y), torch.Generator().manual_seed(0))
+    s = two.stats
+    # round 1 repeats the single search exactly; round 2 may not go to class 1 and finds the backdoor
+    assert s["class_rounds"] == [1, 0] and s["mask_l1_rounds"][0] == round(one.stats["mask_l1"], 2), s
+    assert s["round"] == 1 and s["dominant_class"] == 0 and s["mask_l1"] < s["mask_l1_rounds"][0], s
+    assert s["reached"] and s["fooling"] >= 0.9, s
+    with torch.no_grad():
+        assert (_NaturalAndBackdoor()(two.apply(x)).argmax(1) == 0).float().mean() >= 0.9
+
+
+def test_rounds_keep_a_first_round_that_found_the_backdoor(toy):
+    """On the toy the single search already finds the backdoor; a second round must not replace it."""
+    x, y = _batch(toy, 64)
+    aug = SurrogateTrigger(rounds=2).bind(toy.model)
+    aug((x, y), torch.Generator().manual_seed(0))
+    s = aug.stats
+    assert s["class_rounds"][0] == toy.target != s["class_rounds"][1] and s["round"] == 0, s
+    # round 2 (sent elsewhere) does not reach the fooling target, so round 1's patch is kept
+    assert s["dominant_class"] == toy.target and round(s["mask_l1"], 2) == s["mask_l1_rounds"][0] and s["reached"], s
+    for bad in ({"rounds": 0}, {"rounds": 1.5}, {"rounds": 2, "kind": "l2"}, {"rounds": 2, "search": "per_class"}):
+        with pytest.raises(ValueError, match="rounds"):
+            SurrogateTrigger(**bad)
+
+
+def test_both_kind_runs_later_rounds_only_when_the_l2_trigger_does_not_confirm_the_patch(toy):
+    """kind="both": a kept L2 trigger toward the first patch's class confirms it (no second round: the
+    smallest mask is not always the backdoor's); on the toy the L2 trigger is gated out, so round 2 runs."""
+    g = torch.Generator().manual_seed(0)
+    x = 0.3 + 0.01 * torch.randn(32, 3, 16, 16, generator=g)
+    y = torch.ones(32, dtype=torch.long)
+    aug = SurrogateTrigger(kind="both", l2_steps=30, rounds=2).bind(_BrightnessShortcut())
+    aug((x, y), torch.Generator().manual_seed(0))
+    s = aug.stats
+    assert s["class_rounds"] == [0] and s["round"] == 0 and s["used"] == "patch+l2", s
+    assert "rounds=2" in repr(aug)
+    xb, yb = _batch(toy)
+    one = SurrogateTrigger(kind="both", eps=3.0, l2_steps=50).bind(toy.model)
+    one((xb, yb), torch.Generator().manual_seed(0))
+    two = SurrogateTrigger(kind="both", eps=3.0, l2_steps=50, rounds=2).bind(toy.model)
+    two((xb, yb), torch.Generator().manual_seed(0))
+    s = two.stats
+    assert len(s["class_rounds"]) == 2 and s["class_rounds"][0] == toy.target and s["used"] == "patch", s
+    # round 2 went elsewhere without reaching the target: the first patch is kept, the same as one round's
+    assert s["round"] == 0 and torch.equal(two.apply(xb), one.apply(xb)) and "class_rounds" not in one.stats, s

@@ -215,23 +215,34 @@ def test_rounds_keep_a_first_round_that_found_the_backdoor(toy):
             SurrogateTrigger(**bad)
 
 
-def test_both_kind_runs_later_rounds_only_when_the_l2_trigger_does_not_confirm_the_patch(toy):
-    """kind="both": a kept L2 trigger toward the first patch's class confirms it (no second round: the
-    smallest mask is not always the backdoor's); on the toy the L2 trigger is gated out, so round 2 runs."""
+def test_both_kind_runs_later_rounds_only_when_a_gated_out_l2_trigger_went_where_the_patch_went(toy):
+    """kind="both", rounds=2: round 2 runs only if the L2 trigger went to round 1's class but flipped less
+    than the gate (that class is the model's natural adversarial direction, which the patch may have
+    followed). Here brightening the image (class 1) is natural, the 2x2 corner (class 0) the backdoor."""
     g = torch.Generator().manual_seed(0)
-    x = 0.3 + 0.01 * torch.randn(32, 3, 16, 16, generator=g)
-    y = torch.ones(32, dtype=torch.long)
-    aug = SurrogateTrigger(kind="both", l2_steps=30, rounds=2).bind(_BrightnessShortcut())
-    aug((x, y), torch.Generator().manual_seed(0))
-    s = aug.stats
-    assert s["class_rounds"] == [0] and s["round"] == 0 and s["used"] == "patch+l2", s
-    assert "rounds=2" in repr(aug)
-    xb, yb = _batch(toy)
+    off = -0.03 + 0.035 * torch.rand(64, 1, 1, 1, generator=g)  # per-image brightness: a partial L2 flip
+    x = (0.3 + off + 0.01 * torch.randn(64, 3, 16, 16, generator=g)).clamp(0, 1)
+    y = torch.full((64,), 2)
+    model = _NaturalAndBackdoor()
+    assert bool((model(x).argmax(1) == y).all())
+    runs = {}
+    for eps in (0.8, 1.2):
+        aug = SurrogateTrigger(kind="both", steps=150, rounds=2, eps=eps, l2_steps=30).bind(model)
+        xb, *_ = aug((x, y), torch.Generator().manual_seed(0))
+        runs[eps] = (aug, xb)
+    s = runs[0.8][0].stats  # L2 -> class 1, 61% < 0.9: gated out and where round 1's patch went -> round 2
+    assert s["l2_dominant_class"] == 1 and s["l2_fooling"] < 0.9 and s["class_rounds"] == [1, 0], s
+    assert s["round"] == 1 and s["dominant_class"] == 0 and s["used"] == "patch", s
+    assert s["mask_l1_rounds"][1] < s["mask_l1_rounds"][0] and runs[0.8][1].shape[0] == 2 * len(x)
+    s = runs[1.2][0].stats  # a kept L2 trigger toward the same class confirms round 1: no round 2
+    assert s["l2_fooling"] >= 0.9 and s["class_rounds"] == [1] and s["used"] == "patch+l2", s
+    # the toy: the L2 trigger is gated out but went to another class than the patch (the target): no round 2
+    xt, yt = _batch(toy)
     one = SurrogateTrigger(kind="both", eps=3.0, l2_steps=50).bind(toy.model)
-    one((xb, yb), torch.Generator().manual_seed(0))
+    one((xt, yt), torch.Generator().manual_seed(0))
     two = SurrogateTrigger(kind="both", eps=3.0, l2_steps=50, rounds=2).bind(toy.model)
-    two((xb, yb), torch.Generator().manual_seed(0))
+    two((xt, yt), torch.Generator().manual_seed(0))
     s = two.stats
-    assert len(s["class_rounds"]) == 2 and s["class_rounds"][0] == toy.target and s["used"] == "patch", s
-    # round 2 went elsewhere without reaching the target: the first patch is kept, the same as one round's
-    assert s["round"] == 0 and torch.equal(two.apply(xb), one.apply(xb)) and "class_rounds" not in one.stats, s
+    assert s["l2_dominant_class"] != toy.target and s["class_rounds"] == [toy.target] and s["used"] == "patch", s
+    assert torch.equal(two.apply(xt), one.apply(xt)) and "class_rounds" not in one.stats
+    assert "rounds=2" in repr(two) and "rounds" not in repr(one)

@@ -59,8 +59,12 @@ class SurrogateTrigger:
     and can settle on a natural class with a large mask; on digits/Trojan (NFT seed 2) it found class 8 with a
     45.7-pixel mask, and round 2 the attacker's class 0 with 19.0. But the smallest mask is not always the
     backdoor's (on digits/WaNet round 2's class-5 patch was smaller than round 1's class-0 one), so with
-    ``kind="both"`` the later rounds run only when the L2 search does not confirm the first patch (a kept L2
-    trigger toward the same class); the gate then applies to the winner. It costs one search per round run,
+    ``kind="both"`` the later rounds run only when the L2 search went to the first patch's class but was gated
+    out (flipped less than ``l2_gate``): a fixed-norm perturbation that reaches a class without flipping
+    nearly everything points at the model's natural adversarial direction, which the patch may have followed
+    too (Trojan seed 2: both went to class 8, the L2 flipping 76%). When the L2 trigger is kept, or went
+    elsewhere, the gate decides as with one round (with rounds forced there, one-shot WaNet's round 2 turned
+    a dropped class-0 patch into a kept class-5 one and its ASR rose from 4.95 to 17.03). It costs one search per round run,
     not one per class like ``search="per_class"``; with ``rounds > 1`` ``stats`` adds ``class_rounds``,
     ``mask_l1_rounds`` (the rounds run) and the winning ``round`` (0-based).
     ``search="untargeted"`` (default) runs one search as above. ``search="per_class"`` (patch only) is Neural
@@ -179,8 +183,9 @@ class SurrogateTrigger:
             # the L2 trigger's statistics under an ``l2_`` prefix, then the gate
             out = {"norm": float(self.delta.norm()), **self._outcome(model, self.apply(x, "l2"), y)}
             l2 = out["fooling"] >= self.l2_gate
-            if found and self.rounds > 1 and not (l2 and self.stats["dominant_class"] == out["dominant_class"]):
-                # no kept L2 trigger confirms the first patch's class: search the other rounds
+            if found and self.rounds > 1 and not l2 and self.stats["dominant_class"] == out["dominant_class"]:
+                # the L2 search went where the patch went but flipped too little to look like a backdoor: that
+                # class is the model's natural adversarial direction, which the patch may have followed too
                 with torch.enable_grad():
                     self._search_rounds(model, x, y, found, self.rounds)
                 self.stats.update(self._outcome(model, self.apply(x, "patch"), y))

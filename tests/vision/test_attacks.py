@@ -51,6 +51,8 @@ def test_sig_clean_label_counts():
     p, idx = atk.poison_train(data, torch.Generator().manual_seed(0))
     assert len(idx) == 16 and (data.tensors[1][idx] == 1).all()  # 80% of the 20 target images
     assert torch.equal(p.tensors[1], data.tensors[1])
+    amp = atk.trigger((3, 32, 32)).abs().max()
+    assert 0.18 < amp <= 0.2  # the NFT paper's Delta = 0.2
     with pytest.raises(ValueError):
         SIG(mode="all2all", num_classes=10)
 

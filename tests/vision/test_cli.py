@@ -172,6 +172,35 @@ def test_wanet_trains_longer_by_default(cache):
     assert not (cache / "bad").exists()
 
 
+def test_poison_rate_defaults_to_each_attacks_own(cache):
+    """attack.poison_rate=None (the default): 10% of the training set for a poison-label attack, 80% of the
+    target class for the clean-label SIG and CLB (the NFT paper's settings; a global 0.1 used to give SIG 10% of
+    the target class). The cache key holds the rate used, so BadNets' key is what an explicit 0.1 gives."""
+    from nft_vision.config import VisionConfig
+    from nft_vision.workflow import build_attack
+
+    cfg = VisionConfig()
+    assert cfg.attack.poison_rate is None and build_attack(cfg, 10).poison_rate == 0.1
+    explicit = VisionConfig()
+    explicit.attack.poison_rate = 0.1
+    assert cfg.attack_key() == explicit.attack_key()
+    for name in ("sig", "clb"):
+        cfg.attack.name = name
+        assert build_attack(cfg, 10).poison_rate == 0.8 and cfg.attack_key()["attack"]["poison_rate"] == 0.8
+    cfg.attack.name, cfg.attack.poison_rate = "sig", 0.5
+    assert build_attack(cfg, 10).poison_rate == 0.5 and cfg.attack_key()["attack"]["poison_rate"] == 0.5
+    out = cache / "sig"
+    assert main(["attack", "--quiet", "--out", str(out), "--cfg-options", *TINY, "attack.name=sig"]) == 0
+    meta = json.loads((out / "attack.json").read_text())
+    # 80% of the training images of the target class are poisoned, not 10%
+    from nft_core.config import load_config, to_dataclass
+    from nft_vision.workflow import load_dataset
+
+    train, _, _ = load_dataset(to_dataclass(VisionConfig, load_config(None, list(TINY))))
+    n_target = int((train.tensors[1] == 0).sum())
+    assert abs(meta["poisoned_samples"] - 0.8 * n_target) <= 1 and meta["key"]["attack"]["poison_rate"] == 0.8, meta
+
+
 def test_bench_grid_with_failing_cell(cache):
     out = cache / "bench"
     code = main(["bench", "--quiet", "--out", str(out), "--cfg-options", *TINY,

@@ -116,8 +116,9 @@ def build_attack(cfg: VisionConfig, num_classes: int, name: str | None = None):
     if not 0 <= a.target < num_classes:
         raise NFTInputError(f"attack.target={a.target} is out of range for {num_classes} classes")
     try:
-        return ATTACKS[name](target=a.target, poison_rate=a.poison_rate, mode=a.mode, num_classes=num_classes,
-                             seed=cfg.seed, **a.options)
+        rate = {} if a.poison_rate is None else {"poison_rate": a.poison_rate}  # None: the attack's own
+        return ATTACKS[name](target=a.target, mode=a.mode, num_classes=num_classes, seed=cfg.seed, **rate,
+                             **a.options)
     except (TypeError, ValueError) as e:
         raise NFTInputError(f"attack {name}: {e}") from e
 

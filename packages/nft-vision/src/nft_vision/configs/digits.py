@@ -2,7 +2,7 @@
 # surrogate recipe (README "The surrogate recipe"). Every key is documented in nft_vision.config.VisionConfig.
 data = dict(name="digits", image_size=32, val_ratio=0.1)
 model = dict(spec="smallcnn", width=16)
-attack = dict(name="badnets", target=0, poison_rate=0.1, mode="all2one")
+attack = dict(name="badnets", target=0, poison_rate=None, mode="all2one")  # None: the attack's own (10%; SIG/CLB 80% of the target class)
 train = dict(epochs=10, lr=0.05, batch_size=64, augment=False)
 # recipe="paper" for the paper's NFT (with mixup), recipe="nft+" for NFT+ (with mixup)
 defense = dict(name="nft", recipe="surrogate", options=dict())

@@ -28,6 +28,7 @@ def test_default_purify_writes_run_directory(cache, capsys):
     assert {"acc", "asr", "lcr"} <= set(rep["before"])
     assert rep["recipe"] == "paper (shrink 0) + tune_bias=last, average=0.3"
     assert rep["info"]["augmentation"].startswith("SurrogateTrigger(kind=both")  # the surrogate recipe
+    assert "rounds=2" in rep["info"]["augmentation"] and len(rep["info"]["augmentation_stats"]["class_rounds"]) >= 1
     assert "| asr |" in capsys.readouterr().out
     # second run hits the cache (no retraining) and gives the same model before purification
     assert main(["purify", "--quiet", "--out", str(cache / "run2"), "--cfg-options", *TINY]) == 0
@@ -224,7 +225,8 @@ def test_bundled_surrogate_recipe_configs(cache, cfg, kind):
     assert rep["info"]["config"]["tune_bias"] == "last" and rep["info"]["averaged_steps"] > 0
     assert rep["info"]["augmentation"].startswith(f"SurrogateTrigger(kind={kind}")
     assert "fooling_all" in rep["info"]["augmentation_stats"]
-    if kind == "both":
+    if kind == "both":  # the default's pair: two rounds of the patch search
         assert rep["info"]["augmentation_stats"]["used"] in ("patch+l2", "patch", "l2")
+        assert "rounds=2" in rep["info"]["augmentation"] and "mask_l1_rounds" in rep["info"]["augmentation_stats"]
     assert main(["purify", "--quiet", "--out", str(cache / "default"), "--cfg-options", *TINY]) == 0
     assert json.loads((cache / "default" / "report.json").read_text())["before"] == rep["before"]

@@ -64,9 +64,9 @@ class SurrogateTrigger:
     nearly everything points at the model's natural adversarial direction, which the patch may have followed
     too (Trojan seed 2: both went to class 8, the L2 flipping 76%). When the L2 trigger is kept, or went
     elsewhere, the gate decides as with one round (with rounds forced there, one-shot WaNet's round 2 turned
-    a dropped class-0 patch into a kept class-5 one and its ASR rose from 4.95 to 17.03). It costs one search per round run,
-    not one per class like ``search="per_class"``; with ``rounds > 1`` ``stats`` adds ``class_rounds``,
-    ``mask_l1_rounds`` (the rounds run) and the winning ``round`` (0-based).
+    a dropped class-0 patch into a kept class-5 one and its ASR rose from 4.95 to 17.03). It costs one
+    search per round run, not one per class like ``search="per_class"``; with ``rounds > 1`` ``stats`` adds
+    ``class_rounds``, ``mask_l1_rounds`` (the rounds run) and the winning ``round`` (0-based).
     ``search="untargeted"`` (default) runs one search as above. ``search="per_class"`` (patch only) is Neural
     Cleanse's own procedure: one *targeted* patch search per class ``c`` (minimise the CE of class ``c`` on
     the batch's other samples plus ``lam·ΣM``, with the same adaptive schedule on the share sent to ``c``),
@@ -170,7 +170,7 @@ class SurrogateTrigger:
             with torch.enable_grad():
                 if self.kind != "l2" and self.search == "per_class":
                     self._search_per_class(model, x, y)
-                elif self.kind != "l2":  # kind "both" runs its later rounds only if the L2 trigger disagrees
+                elif self.kind != "l2":  # kind "both": its later rounds wait for the L2 search (below)
                     self._search_rounds(model, x, y, found, 1 if self.kind == "both" else self.rounds)
                 if self.kind != "patch":
                     self.delta = self._search_l2(model, x, y)

@@ -11,8 +11,11 @@ def per_class_errors(model, clean, num_classes: int) -> list[int]:
     """How many samples of each class of the clean set ``clean`` the model misclassifies."""
     x = torch.stack([clean[i][0] for i in range(len(clean))])
     y = torch.tensor([int(clean[i][1]) for i in range(len(clean))])
+    device = next(model.parameters()).device
+    was = model.training
     with torch.no_grad():
-        pred = model.eval()(x).argmax(1)
+        pred = torch.cat([model.eval()(c.to(device)).argmax(1).cpu() for c in x.split(1000)])
+    model.train(was)
     return [int(((pred != y) & (y == c)).sum()) for c in range(num_classes)]
 
 

@@ -35,6 +35,26 @@ from nft_vision.config import (
 DEFENSES = ["nft", "nft-paper", "ft", "ftsam", "fp", "nad", "ibau", "rnp", "awm", "anp", "mcr"]
 
 
+def paper_config(device: str, epochs: int, quick: bool, out: str, attacks: list[str] | None = None,
+                 defenses: list[str] | None = None) -> VisionConfig:
+    """The paper-scale setting (``quick``: the tiny CPU smoke version); ``out/cache`` holds the models."""
+    sizes = {"n_train": 600, "n_test": 200} if quick else {"n_train": 50000, "n_test": 10000}
+    return VisionConfig(
+        data=DataConfig(name="procedural", options=sizes, val_ratio=0.01 if not quick else 0.1),
+        model=ModelConfig(spec="preactresnet18", width=8 if quick else None),
+        attack=AttackConfig(poison_rate=0.1, target=0),
+        train=TrainConfig(epochs=1 if quick else epochs, lr=0.1, batch_size=128, augment=True,
+                          amp=device.startswith("cuda")),
+        defense=DefenseConfig(name="nft", recipe="nft+",
+                              options={"epochs": 2} if quick else {}),
+        bench=BenchConfig(attacks=list(attacks or ["badnets"]), defenses=list(defenses or DEFENSES),
+                          defense_options=({d: {"epochs": 1} for d in ("ft", "ftsam", "nad", "awm")}
+                                           | {"anp": {"iterations": 4}, "ibau": {"rounds": 1},
+                                              "mcr": {"curve_epochs": 1, "ft_epochs": 1}}
+                                           if quick else {})),
+        device=device, cache_dir=str(Path(out) / "cache"))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda")
@@ -45,21 +65,8 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/paper-scale")
     a = p.parse_args()
     torch.backends.cudnn.benchmark = a.device.startswith("cuda")
-    sizes = {"n_train": 600, "n_test": 200} if a.quick else {"n_train": 50000, "n_test": 10000}
-    cfg = VisionConfig(
-        data=DataConfig(name="procedural", options=sizes, val_ratio=0.01 if not a.quick else 0.1),
-        model=ModelConfig(spec="preactresnet18", width=8 if a.quick else None),
-        attack=AttackConfig(poison_rate=0.1, target=0),
-        train=TrainConfig(epochs=1 if a.quick else a.epochs, lr=0.1, batch_size=128, augment=True,
-                          amp=a.device.startswith("cuda")),
-        defense=DefenseConfig(name="nft", recipe="nft+",
-                              options={"epochs": 2} if a.quick else {}),
-        bench=BenchConfig(attacks=a.attacks, defenses=a.defenses,
-                          defense_options=({d: {"epochs": 1} for d in ("ft", "ftsam", "nad", "awm")}
-                                           | {"anp": {"iterations": 4}, "ibau": {"rounds": 1},
-                                              "mcr": {"curve_epochs": 1, "ft_epochs": 1}}
-                                           if a.quick else {})),
-        device=a.device, cache_dir=str(Path(a.out) / "cache"))
+    cfg = paper_config(a.device, a.epochs, a.quick, a.out, a.attacks, a.defenses)
+    sizes = cfg.data.options
     name = torch.cuda.get_device_name() if a.device.startswith("cuda") else platform.processor() or "cpu"
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

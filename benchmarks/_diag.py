@@ -13,8 +13,9 @@ def per_class_errors(model, clean, num_classes: int) -> list[int]:
     y = torch.tensor([int(clean[i][1]) for i in range(len(clean))])
     device = next(model.parameters()).device
     was = model.training
+    model.eval()
     with torch.no_grad():
-        pred = torch.cat([model.eval()(c.to(device)).argmax(1).cpu() for c in x.split(1000)])
+        pred = torch.cat([model(c.to(device)).argmax(1).cpu() for c in x.split(1000)])
     model.train(was)
     return [int(((pred != y) & (y == c)).sum()) for c in range(num_classes)]
 

@@ -1,6 +1,6 @@
 """Paper scale on one GPU: the procedural CIFAR-scale set (50k/10k at 32×32, 10 classes), PreActResNet-18,
-BadNets, Blend and WaNet at 10% poison, 1% validation (500 images), NFT (NFT+ and the paper's recipe) and
-every baseline at its paper defaults, on the same backdoored model, seed and device (issue 4).
+BadNets, Blend and WaNet at 10% poison, 1% validation (500 images), NFT (vision's surrogate recipe, NFT+ and
+the paper's recipe) and every baseline at its paper defaults, on the same backdoored model, seed and device (issue 4).
 
 Each attack's grid is written as soon as it finishes (``OUT/<attack>/results.{csv,json,md}``, from
 ``nft-vision bench``'s own harness), then the combined table ``OUT/results.md`` with the device name.
@@ -32,7 +32,7 @@ from nft_vision.config import (
     VisionConfig,
 )
 
-DEFENSES = ["nft", "nft-paper", "ft", "ftsam", "fp", "nad", "ibau", "rnp", "awm", "anp", "mcr"]
+DEFENSES = ["nft-surrogate", "nft", "nft-paper", "ft", "ftsam", "fp", "nad", "ibau", "rnp", "awm", "anp", "mcr"]
 
 
 def paper_config(device: str, epochs: int, quick: bool, out: str, attacks: list[str] | None = None,

@@ -130,6 +130,23 @@ def test_amp_runs_on_cpu():
     assert torch.isfinite(torch.tensor(res.history[0]["loss"]))
 
 
+def test_amp_auto_follows_the_cpus_native_bfloat16(monkeypatch):
+    import nft_core.nft as nft_module
+
+    kw = dict(epochs=2, batch_size=16, seed=1)
+    masks = {}
+    for native in (True, False):  # the hardware query is what varies between machines
+        monkeypatch.setattr(nft_module, "_cpu_has_native_bf16", lambda native=native: native)
+        res = NFT(amp="auto", **kw).purify(_model(), _data(), ClassificationAdapter())
+        assert res.info["amp"] is native
+        masks[native] = res.masks
+    plain = NFT(amp=False, **kw).purify(_model(), _data(), ClassificationAdapter()).masks
+    assert all(torch.equal(plain[k], v) for k, v in masks[False].items())  # off: exactly the float32 run
+    assert any(not torch.equal(plain[k], v) for k, v in masks[True].items())  # on: bfloat16 really ran
+    with pytest.raises(ValueError, match="amp"):
+        NFT(amp="bf16")
+
+
 def test_defense_table_lists_nft():
     assert DEFENSES["nft"] is NFT
 
@@ -184,3 +201,42 @@ def test_pipeline_writes_a_complete_run_directory(tmp_path):
     assert load_config(tmp_path / "run" / "config.resolved.py")["epochs"] == 2
     with pytest.raises(NFTInputError, match="unknown defense 'nope'"):
         build_defense("nope")
+
+
+class _ViewNet(nn.Module):
+    """A classic CIFAR-style head: ``x.view(n, -1)`` on a 6×6 feature map, which the channels-last layout
+    cannot view."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.c2, self.b2 = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4 * 6 * 6, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.b2(self.c2(torch.relu(self.b1(self.c1(x))))))
+        return self.fc(x.view(x.size(0), -1))
+
+
+def test_channels_last_auto_on_cpu_matches_the_standard_layout():
+    kw = dict(epochs=3, batch_size=16, seed=3)
+    std = NFT(channels_last=False, **kw).purify(_model(), _data(), ClassificationAdapter())
+    auto = NFT(**kw).purify(_model(), _data(), ClassificationAdapter())
+    assert std.info["channels_last"] is False and auto.info["channels_last"] is True
+    for k, m in std.masks.items():  # only the summation order differs
+        assert torch.allclose(auto.masks[k], m, atol=1e-4), k
+    assert any((m < 0.999).any() for m in auto.masks.values())  # the masks moved, so the comparison means something
+    for name, p in [*auto.model.named_parameters(), *auto.model.named_buffers()]:
+        assert p.is_contiguous(), name  # given back in the standard layout (safetensors needs it)
+
+
+def test_channels_last_auto_falls_back_when_the_model_needs_the_standard_layout():
+    torch.manual_seed(0)
+    model = _ViewNet()
+    res = NFT(epochs=2, batch_size=16).purify(model, _data(), ClassificationAdapter())
+    assert res.info["channels_last"] is False
+    torch.manual_seed(0)
+    with pytest.raises(RuntimeError, match="view"):  # forcing it fails as the model's own forward would
+        NFT(epochs=2, batch_size=16, channels_last=True).purify(_ViewNet(), _data(), ClassificationAdapter())
+    with pytest.raises(ValueError, match="channels_last"):
+        NFT(channels_last="yes")

@@ -94,6 +94,17 @@ class NFTConfig:
     metric stayed within ``guard`` of the original model's are the ones folded (the Fine-Pruning
     principle: shrink until clean accuracy drops). Both use the clean validation data only.
     See README "NFT recipes" for the measurements.
+    ``amp``: the loss under bfloat16 autocast (masks, regularizer and optimizer stay float32); ``"auto"``
+    turns it on for a CPU run where oneDNN has native bfloat16 (AVX-512 BF16 or AMX; off on GPUs and other
+    CPUs, where it was not measured), ``info["amp"]`` says which ran. Augmentation searches (the surrogate
+    trigger, PGD) run outside it, in float32.
+    ``channels_last`` (speed only, not the paper's): tune with the model's 4-D weights in PyTorch's
+    channels-last memory layout. ``None`` (auto) turns it on for a CPU run of a model with a ``Conv2d``,
+    where oneDNN's convolutions and max-pooling are faster in that layout (the digits default's 200 steps
+    and search, measured in README "The surrogate recipe"); the folded model is given back in the standard
+    layout. The result can differ from ``False`` in the last float bits (another summation order). A model
+    whose forward fails in that layout (``x.view(n, -1)`` on a feature map) falls back to the standard one
+    under auto; ``info["channels_last"]`` says which ran.
     ``distributed``: when a ``torch.distributed`` process group is running (e.g. under ``torchrun``),
     every rank draws the same batch and computes its shard, mask gradients are all-reduced and only rank 0
     writes checkpoints (:mod:`nft_core.distributed`); ``False`` ignores the group.
@@ -113,7 +124,7 @@ class NFTConfig:
     include: Sequence[str] | None = None
     exclude: Sequence[str] | None = None
     tune_bias: bool | str = False
-    amp: bool = False
+    amp: bool | str = False
     device: str | None = None
     seed: int = 0
     checkpoint_dir: str | None = None
@@ -125,6 +136,7 @@ class NFTConfig:
     shrink_fraction: float = 1.0
     guard: float | None = None
     average: float = 0.0
+    channels_last: bool | None = None
     distributed: bool = True
 
 
@@ -168,6 +180,10 @@ class NFT:
             raise ValueError(f"tune_bias must be false, true or 'last', got {c.tune_bias!r}")
         if not 0.0 <= c.average < 1.0:
             raise ValueError(f"average must be in [0, 1) (the share of final steps averaged), got {c.average!r}")
+        if c.amp not in (True, False, "auto"):
+            raise ValueError(f"amp must be true, false or 'auto', got {c.amp!r}")
+        if c.channels_last not in (None, True, False):
+            raise ValueError(f"channels_last must be true, false or null (auto), got {c.channels_last!r}")
         if c.average and c.guard is not None:
             raise ValueError("average and guard both choose the folded masks: set one of them")
         self.augmentation = augmentation if augmentation is not None else MixUp(1.0)
@@ -185,6 +201,11 @@ class NFT:
         work = copy.deepcopy(model).to(device)
         for p in work.parameters():
             p.requires_grad_(False)
+        channels_last = c.channels_last
+        if channels_last is None:
+            channels_last = device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in work.modules())
+        if channels_last:
+            work.to(memory_format=torch.channels_last)
 
         gen = torch.Generator().manual_seed(c.seed)
         source = BatchSource(
@@ -193,15 +214,19 @@ class NFT:
         example = adapter.example_input(
             adapter.to_device(adapter.collate([data[0], data[min(1, len(data) - 1)]]), device)
         )
-        masks = NeuronMasks(
-            work,
-            example,
-            placement=c.placement,
-            include=c.include,
-            exclude=c.exclude,
-            skip_first=c.skip_first,
-            handlers=self.handlers,
-        )
+        def build_masks() -> NeuronMasks:
+            return NeuronMasks(work, example, placement=c.placement, include=c.include, exclude=c.exclude,
+                               skip_first=c.skip_first, handlers=self.handlers)
+
+        try:
+            masks = build_masks()  # its trace is a forward pass: the auto layout's trial too
+        except RuntimeError:
+            if not (channels_last and c.channels_last is None):
+                raise
+            # e.g. ``x.view(n, -1)`` on a feature map needs the standard layout: auto falls back to it
+            work.to(memory_format=torch.contiguous_format)
+            channels_last = False
+            masks = build_masks()
         self.masks = masks
         masks.set_bounds(c.schedule.bounds(len(masks.sites)))
         n_c = adapter.samples_per_class(data) if hasattr(adapter, "samples_per_class") else float(len(data))
@@ -231,7 +256,8 @@ class NFT:
         work.train(c.model_mode == "train")
         if callable(getattr(self.augmentation, "bind", None)):  # model-dependent augmentations (e.g. PGD)
             self.augmentation.bind(work, adapter)
-        amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=c.amp)
+        amp_on = bool(c.amp) if c.amp != "auto" else device.type == "cpu" and _cpu_has_native_bf16()
+        amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp_on)
         bar = None
         if c.progress and (dist_world()[0] == 0 or not c.distributed):
             from tqdm.auto import tqdm
@@ -310,6 +336,8 @@ class NFT:
                 for k, v in avg_sum.items():
                     trained[k].copy_(v / avg_n)
         mask_values = masks.mask_dict()
+        if channels_last:  # fold and give back in the standard layout (safetensors wants contiguous)
+            work.to(memory_format=torch.contiguous_format)
         purified = masks.fold()
         for p, q in zip(purified.parameters(), model.parameters()):
             p.requires_grad_(q.requires_grad)
@@ -329,6 +357,8 @@ class NFT:
             "guard_reference": guard_ref,
             "selected_epoch": best_epoch if guard_ref is not None else epochs,
             "averaged_steps": avg_n,
+            "channels_last": bool(channels_last),
+            "amp": amp_on,
         }
         return PurifyResult(purified, mask_values, history, time.perf_counter() - t0, info)
 
@@ -353,6 +383,8 @@ class NFT:
             c.pop(k, None)
         if not c.get("average"):  # added later: resume states written before it stay valid
             c.pop("average", None)
+        if c.get("channels_last") is None:  # likewise (auto)
+            c.pop("channels_last", None)
         key = json.dumps([c, [s.name for s in masks.sites], n, repr(self.augmentation)], sort_keys=True)
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
@@ -404,6 +436,14 @@ class NFT:
         avg = state.get("average") or {}
         avg = {"sum": {k: v.to(trained[k].device) for k, v in (avg.get("sum") or {}).items()}, "n": avg.get("n", 0)}
         return int(state["epoch"]), list(state["history"]), dict(state.get("guard") or {}), avg
+
+
+def _cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 natively on this CPU (AVX-512 BF16 / AMX), not by emulation."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN, or without that query
+        return False
 
 
 def _jsonable(obj: Any) -> Any:

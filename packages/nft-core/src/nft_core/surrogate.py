@@ -255,8 +255,9 @@ class SurrogateTrigger:
             else:
                 fit = F.cross_entropy(logits, torch.full_like(y, target))
             loss = fit + lam * m.sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            # autograd.grad, not backward: only the trigger's gradient is computed, none for the masks that
+            # NFT's model carries (they keep requires_grad; their grads would be thrown away)
+            a.grad, b.grad = torch.autograd.grad(loss, (a, b))
             opt.step()
             if self.fooling_target is not None and (step + 1) % 10 == 0:
                 with torch.no_grad():  # Neural Cleanse's schedule: the smallest mask that still flips enough

@@ -1,10 +1,12 @@
-"""NFT's wall time on the CPU with and without the channels-last layout, in one process.
+"""NFT's wall time on the CPU with and without its two speed settings, in one process.
 
 Runs the embedded vision default's NFT (the gated surrogate recipe of ``nft-vision purify``) on the cached
-digits BadNets model once per setting of ``defense.options.channels_last`` (``False``, then ``None`` = auto,
-which is on for a CPU run of a model with a Conv2d), ``--repeats`` times alternating, and prints the NFT
-seconds, the ratio auto / off, and ACC / ASR after each run (the layout changes only the summation order,
-so the purified model should score the same up to a flipped image or two):
+digits BadNets model once per setting, ``--repeats`` times in turn: ``standard`` (``channels_last=False``,
+``amp=False``: float32 in the standard layout, the default before session 11), ``channels-last``
+(``channels_last=None`` = auto, on for a CPU run of a model with a Conv2d; ``amp=False``) and ``default``
+(auto layout and ``amp="auto"``: bfloat16 where the CPU has it natively). It prints the NFT seconds, each
+setting's ratio to ``standard`` and ACC / ASR after each run (both settings change only rounding, so the
+purified model should score the same up to a flipped image or two):
 
     uv run python benchmarks/nft_cpu_speed.py --repeats 2 --out benchmarks/results/cpu-speed
 
@@ -25,16 +27,21 @@ from nft_core.pipeline import build_defense
 from nft_vision.config import VisionConfig
 from nft_vision.workflow import backdoor, build_augmentation
 
+SETTINGS = {"standard": {"channels_last": False, "amp": False},
+            "channels-last": {"channels_last": None, "amp": False},
+            "default": {"channels_last": None, "amp": "auto"}}
 
-def run_once(cfg: VisionConfig, run, channels_last) -> dict:
+
+def run_once(cfg: VisionConfig, run, setting: str) -> dict:
     ad = ClassificationAdapter(run.num_classes)
-    opts = {**cfg.defense.resolved_options(), "channels_last": channels_last}
+    opts = {**cfg.defense.resolved_options(), **SETTINGS[setting]}
     defense = build_defense("nft", opts, build_augmentation(cfg))
     t0 = time.perf_counter()
     res = defense.purify(run.model, run.val, ad)
     seconds = time.perf_counter() - t0
     after = ad.evaluate(res.model, run.eval_data)
-    return {"channels_last": channels_last, "nft_s": round(seconds, 2), "acc": after["acc"], "asr": after.get("asr"),
+    return {"setting": setting, "channels_last": res.info["channels_last"], "amp": res.info["amp"],
+            "nft_s": round(seconds, 2), "acc": after["acc"], "asr": after.get("asr"),
             "search": res.info["augmentation_stats"]}
 
 
@@ -48,17 +55,19 @@ def main() -> None:
     run = backdoor(cfg)
     rows = []
     for r in range(a.repeats):
-        for cl in (False, None):
-            row = run_once(cfg, run, cl)
+        for setting in SETTINGS:
+            row = run_once(cfg, run, setting)
             row["repeat"] = r
             rows.append(row)
-            print(f"repeat {r} channels_last={cl!s:5}  NFT {row['nft_s']:7.2f} s  ACC {row['acc']:.2f}  "
-                  f"ASR {row['asr']:.2f}", flush=True)
-    off = [x["nft_s"] for x in rows if x["channels_last"] is False]
-    auto = [x["nft_s"] for x in rows if x["channels_last"] is None]
-    ratios = [b / o for o, b in zip(off, auto)]
-    print(f"auto / off per repeat: {', '.join(f'{x:.3f}' for x in ratios)}; "
-          f"mean off {sum(off) / len(off):.2f} s, mean auto {sum(auto) / len(auto):.2f} s")
+            print(f"repeat {r} {setting:13}  NFT {row['nft_s']:7.2f} s  ACC {row['acc']:.2f}  ASR {row['asr']:.2f}"
+                  f"  (channels_last={row['channels_last']}, amp={row['amp']})", flush=True)
+    ratios = {}
+    for setting in SETTINGS:
+        mine = [x["nft_s"] for x in rows if x["setting"] == setting]
+        base = [x["nft_s"] for x in rows if x["setting"] == "standard"]
+        ratios[setting] = [m / b for m, b in zip(mine, base)]
+        print(f"{setting:13} mean {sum(mine) / len(mine):7.2f} s; / standard per repeat: "
+              f"{', '.join(f'{x:.3f}' for x in ratios[setting])}")
     if a.out:
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)

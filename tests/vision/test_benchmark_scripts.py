@@ -4,6 +4,7 @@ images, a width-8 PreActResNet-18) and write what their README sections quote fr
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,3 +40,20 @@ def test_paper_scale_variants_rejects_a_malformed_list(tmp_path):
                         str(tmp_path / "x"), "--variants", '[{"defense": "nad"}]'], cwd=ROOT / "benchmarks",
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "label" in r.stderr and not (tmp_path / "x").exists()
+
+
+def test_nft_cpu_speed_runs_each_setting_and_records_what_ran(tmp_path):
+    out = tmp_path / "speed"
+    tiny = ["train.epochs=2", "model.width=4", "defense.options.epochs=1", "data.image_size=16",
+            "augmentation.options={'steps': 3, 'l2_steps': 3}"]
+    r = subprocess.run([sys.executable, "nft_cpu_speed.py", "--out", str(out), "--cfg-options", *tiny],
+                       cwd=ROOT / "benchmarks", capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "NFT_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr[-2000:]
+    rec = json.loads((out / "results.json").read_text())
+    runs = {x["setting"]: x for x in rec["runs"]}
+    assert set(runs) == {"standard", "channels-last", "default"}
+    assert runs["standard"]["channels_last"] is False and runs["standard"]["amp"] is False
+    assert runs["channels-last"]["channels_last"] is True and runs["channels-last"]["amp"] is False
+    assert rec["ratios"]["standard"] == [1.0]
+    assert all(x["nft_s"] > 0 for x in rec["runs"]) and "/ standard per repeat" in r.stdout

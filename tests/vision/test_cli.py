@@ -29,7 +29,13 @@ def test_default_purify_writes_run_directory(cache, capsys):
     assert rep["recipe"] == "paper (shrink 0) + tune_bias=last, average=0.3"
     assert rep["info"]["augmentation"].startswith("SurrogateTrigger(kind=both")  # the surrogate recipe
     assert "rounds=2" in rep["info"]["augmentation"] and len(rep["info"]["augmentation_stats"]["class_rounds"]) >= 1
-    assert "| asr |" in capsys.readouterr().out
+    # the speed settings of the default: channels-last on the CPU, bfloat16 where the CPU has it natively
+    from nft_core.nft import _cpu_has_native_bf16
+
+    assert rep["info"]["config"]["amp"] == "auto" and rep["info"]["amp"] is _cpu_has_native_bf16()
+    assert rep["info"]["channels_last"] is True
+    printed = capsys.readouterr().out
+    assert "| asr |" in printed and "(channels-last" in printed
     # second run hits the cache (no retraining) and gives the same model before purification
     assert main(["purify", "--quiet", "--out", str(cache / "run2"), "--cfg-options", *TINY]) == 0
     rep2 = json.loads((cache / "run2" / "report.json").read_text())

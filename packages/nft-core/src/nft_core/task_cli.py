@@ -81,9 +81,12 @@ class TaskCLI:
                                    adapter=adapter, defense=defense, out=out, config=cfg, attack=attack_name,
                                    extra={"validation_indices": run.meta.get("val_indices"), **(extra or {})},
                                    files=files)
+        info = report.get("info") or {}
+        speed = ", ".join(k for k, on in (("channels-last", info.get("channels_last")),
+                                          ("bf16 autocast", info.get("amp"))) if on)
         text = (format_table(report["before"], report["after"])
                 + f"\n\n{report['defense']} ({report.get('recipe') or 'defaults'}): {report['wall_time']:.1f} s "
-                f"on {device}; {len(run.val)} validation {unit}{note} -> {out}")
+                f"on {device}{f' ({speed})' if speed else ''}; {len(run.val)} validation {unit}{note} -> {out}")
         return report, text
 
     def resolve_config_path(self, name: str | None) -> str | None:

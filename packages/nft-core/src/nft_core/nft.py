@@ -101,7 +101,7 @@ class NFTConfig:
     ``channels_last`` (speed only, not the paper's): tune with the model's 4-D weights in PyTorch's
     channels-last memory layout. ``None`` (auto) turns it on for a CPU run of a model with a ``Conv2d``,
     where oneDNN's convolutions and max-pooling are faster in that layout (the digits default's 200 steps
-    and search, measured in README "The surrogate recipe"); the folded model is given back in the standard
+    and search, measured in README "Speed on the CPU"); the folded model is given back in the standard
     layout. The result can differ from ``False`` in the last float bits (another summation order). A model
     whose forward fails in that layout (``x.view(n, -1)`` on a feature map) falls back to the standard one
     under auto; ``info["channels_last"]`` says which ran.

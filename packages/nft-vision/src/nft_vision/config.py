@@ -101,8 +101,9 @@ class TrainConfig:
 #: Vision's own NFT recipe (README "The surrogate recipe"; this project's, not the paper's): the paper's NFT
 #: with the output layer's bias tuned and the masks of the last 30% of the steps averaged; with
 #: ``augmentation.name="auto"`` (the default) it runs with the surrogate trigger of ``SURROGATE_AUGMENTATION``.
-#: ``amp="auto"``: the loss in bfloat16 on a CPU with native bfloat16 (a speed setting: on digits the 15
-#: seed/attack cells gave the same ACC and ASR as float32 in every cell compared; README "Speed on the CPU").
+#: ``amp="auto"``: the loss in bfloat16 on a CPU with native bfloat16, a speed setting. On digits, 11 cells were
+#: compared with float32: 10 gave the same ACC and ASR and one differed by one triggered image (README "Speed
+#: on the CPU").
 VISION_RECIPES = {"surrogate": {"tune_bias": "last", "average": 0.3, "amp": "auto"}}
 
 #: What ``augmentation.name="auto"`` means under ``defense.recipe="surrogate"``: both surrogate searches,

@@ -89,7 +89,8 @@ def test_surrogate_makes_the_paper_recipe_remove_the_toy_backdoor(toy):
 
 def test_bad_options_and_unbound_use():
     for kw in ({"kind": "linf"}, {"lam": -1}, {"eps": 0}, {"steps": 0}, {"ce_cap": 0}, {"fraction": 0},
-               {"fooling_target": 1.5}, {"search": "all"}, {"search": "per_class", "kind": "l2"}):
+               {"fooling_target": 1.5}, {"search": "all"}, {"search": "per_class", "kind": "l2"},
+               {"clean_fraction": -0.1}, {"clean_fraction": 1.5}):
         with pytest.raises(ValueError):
             SurrogateTrigger(**kw)
     with pytest.raises(RuntimeError, match="bind"):
@@ -151,6 +152,22 @@ def test_both_kind_appends_one_copy_per_kept_trigger():
     assert torch.allclose(xb[n:2 * n], aug.apply(x, "patch")) and torch.allclose(xb[2 * n:], aug.apply(x, "l2"))
     assert not torch.allclose(aug.apply(x, "patch"), aug.apply(x, "l2"))
     assert "l2_gate=0.9" in repr(aug)
+
+
+def test_clean_fraction_appends_unmixed_clean_copies_after_the_triggered_ones():
+    g = torch.Generator().manual_seed(0)
+    x = 0.3 + 0.01 * torch.randn(32, 3, 16, 16, generator=g)
+    y = torch.ones(32, dtype=torch.long)
+    aug = SurrogateTrigger(kind="both", l2_steps=30, clean_fraction=0.5).bind(_BrightnessShortcut())
+    xb, target, *_ = aug((x, y), torch.Generator().manual_seed(0))
+    n, kc = len(x), 16
+    assert aug.stats["used"] == "patch+l2", aug.stats
+    assert xb.shape == (3 * n + kc, *x.shape[1:]) and target.lam.shape == (3 * n + kc,)
+    # [MixUp of the batch | patch copies | L2 copies | the first kc clean samples, unmixed, true labels]
+    assert torch.equal(xb[3 * n:], x[:kc]) and torch.equal(target.a[3 * n:], y[:kc])
+    assert torch.equal(target.b[3 * n:], y[:kc]) and torch.all(target.lam[n:] == 1)
+    assert not torch.allclose(xb[:n], x)  # the base's MixUp is unchanged: mixed images first
+    assert "clean_fraction=0.5" in repr(aug) and "clean_fraction" not in repr(SurrogateTrigger())
 
 
 def test_both_kind_gate_keeps_the_triggers_that_look_like_one_backdoor(toy):

@@ -7,6 +7,9 @@ the folded model is what NFT returns. Results in ``benchmarks/results/video-orac
 
     uv run python benchmarks/video_oracle.py oracle OUT.json defense.recipe=paper \\
         defense.options.tune_bias=last defense.options.average=0.3 defense.options.epochs=120
+
+``--clean-fraction F`` (oracle only) also appends unmixed clean copies of the batch's first ``F`` × B clips with
+their labels, as the surrogate trigger's ``clean_fraction`` option does.
 """
 
 from __future__ import annotations
@@ -27,34 +30,41 @@ from nft_video.workflow import backdoor, build_augmentation
 
 
 class Oracle:
-    """Video MixUp on the batch plus the batch stamped with the real trigger, true labels (λ = 1)."""
+    """Video MixUp on the batch plus the batch stamped with the real trigger, true labels (λ = 1), then
+    (``clean_fraction``, as the surrogate's option) unmixed clean copies of the batch's first clips."""
 
-    def __init__(self, attack):
-        self.attack, self.base = attack, VideoMixUp()
+    def __init__(self, attack, clean_fraction: float = 0.0):
+        self.attack, self.clean_fraction, self.base = attack, clean_fraction, VideoMixUp()
 
     def __call__(self, batch, generator):
         x, y, *rest = batch
         xm, ym, *_ = self.base(batch, generator)
-        n = x.shape[0]
+        n, kc = x.shape[0], round(self.clean_fraction * x.shape[0])
         lam = torch.as_tensor(ym.lam, dtype=torch.float32).expand(n)
-        target = MixedTarget(torch.cat([ym.a, y]), torch.cat([ym.b, y]), torch.cat([lam, torch.ones(n)]))
-        return (torch.cat([xm, self.attack.apply(x)]), target, *rest)
+        yt = torch.cat([y, y[:kc]])
+        target = MixedTarget(torch.cat([ym.a, yt]), torch.cat([ym.b, yt]), torch.cat([lam, torch.ones(n + kc)]))
+        return (torch.cat([xm, self.attack.apply(x), x[:kc]]), target, *rest)
 
 
 def main() -> None:
-    mode, out, *options = sys.argv[1:]
+    args = sys.argv[1:]
+    clean = 0.0
+    if "--clean-fraction" in args:  # oracle only: unmixed clean copies of that share of the batch
+        i = args.index("--clean-fraction")
+        clean, args = float(args[i + 1]), args[:i] + args[i + 2:]
+    mode, out, *options = args
     if mode not in ("oracle", "surrogate"):
-        raise SystemExit("usage: video_oracle.py oracle|surrogate OUT.json [KEY=VALUE ...] (config options)")
+        raise SystemExit("usage: video_oracle.py oracle|surrogate OUT.json [KEY=VALUE ...] [--clean-fraction F]")
     torch.set_num_threads(1)
     cfg = to_dataclass(VideoConfig, load_config(None, options))
     run = backdoor(cfg)
     ad = VideoAdapter(run.num_classes)
     before = ad.evaluate(run.model, run.eval_data)
-    aug = Oracle(run.attack) if mode == "oracle" else build_augmentation(cfg)
+    aug = Oracle(run.attack, clean) if mode == "oracle" else build_augmentation(cfg)
     defense = build_defense("nft", {**cfg.defense.resolved_options(), "eval_every": 5}, aug, eval_data=run.eval_data)
     d = purify_and_diagnose(defense, run, ad)
     after, seconds = d["after"], d["seconds"]
-    result = {"mode": mode, "options": options, "before": before, "after": after, "nft_s": seconds,
+    result = {"mode": mode, "options": options, "clean_fraction": clean, "before": before, "after": after, "nft_s": seconds,
               "search": d["result"].info.get("augmentation_stats"), "history": d["history"]}
     with open(out, "w") as f:
         json.dump(result, f, indent=1, default=str)

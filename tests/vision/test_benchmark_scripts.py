@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -57,3 +59,44 @@ def test_nft_cpu_speed_runs_each_setting_and_records_what_ran(tmp_path):
     assert runs["channels-last"]["channels_last"] is True and runs["channels-last"]["amp"] is False
     assert rec["ratios"]["standard"] == [1.0]
     assert all(x["nft_s"] > 0 for x in rec["runs"]) and "/ standard per repeat" in r.stdout
+
+
+_TINY = ["train.epochs=2", "model.width=4", "defense.options.epochs=1", "data.image_size=16"]
+
+
+def test_vision_oracle_appends_the_real_trigger_and_clean_copies(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from vision_oracle import Oracle
+
+    from nft_vision.attacks import Blend
+
+    attack = Blend(num_classes=3)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(8, 3, 16, 16, generator=g), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    xb, t, *_ = Oracle(attack, copies=2, clean_fraction=0.5)((x, y), torch.Generator().manual_seed(1))
+    assert xb.shape == (8 + 16 + 4, 3, 16, 16) and t.lam.shape == (28,)
+    assert torch.allclose(xb[8:16], attack.apply(x)) and torch.allclose(xb[16:24], attack.apply(x))
+    assert torch.equal(xb[24:], x[:4]) and torch.equal(t.a[8:], torch.cat([y, y, y[:4]]))
+    assert torch.all(t.lam[8:] == 1)
+
+
+def test_vision_oracle_and_the_bias_probe_run_end_to_end(tmp_path):
+    env = {**os.environ, "NFT_CACHE_DIR": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, "vision_oracle.py", "--attacks", "badnets", "--copies", "2", "--out",
+                        str(tmp_path / "oracle"), "--cfg-options", *_TINY], cwd=ROOT / "benchmarks",
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rec = json.loads((tmp_path / "oracle" / "badnets-seed0.json").read_text())
+    assert rec["copies"] == 2 and len(rec["after"]["per_class_errors"]) == 10 and "oracle x2" in r.stdout
+    r = subprocess.run([sys.executable, "surrogate_seeds.py", "--attacks", "badnets", "--bias-probe", "--out",
+                        str(tmp_path / "seeds"), "--cfg-options", *_TINY,
+                        "augmentation.options={'steps': 3, 'l2_steps': 3}"], cwd=ROOT / "benchmarks",
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    probe = json.loads((tmp_path / "seeds" / "badnets-seed0.json").read_text())["bias_probe"]
+    assert set(probe) == {"original_bias", "refit20", "refit50", "purified_bias"}
+    # tune_bias="last" moved the output bias; the probe put the original one back, then re-fitted it
+    assert probe["original_bias"]["bias"] != probe["purified_bias"] != probe["refit20"]["bias"]
+    assert all(0 <= probe[k]["acc"] <= 100 and len(probe[k]["per_class_errors"]) == 10
+               for k in ("original_bias", "refit20", "refit50"))
+    assert "original_bias: ASR" in r.stdout

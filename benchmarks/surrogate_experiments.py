@@ -170,7 +170,7 @@ def main() -> None:
     plain = ClassificationAdapter(run.num_classes)
     print(json.dumps({"variant": a.variant, "attack": a.attack, "seed": a.seed, "args": vars(a),
                       "after": plain.evaluate(res.model, run.eval_data), "nft_s": round(seconds, 1),
-                      "research": getattr(aug, "log", None),
+                      "research": getattr(aug, "log", None), "search": dict(getattr(aug, "stats", {}) or {}),
                       "per_class_errors": per_class_errors(res.model, run.eval_data.clean, run.num_classes),
                       "history": evaluated_history(res.history)}), flush=True)
 

@@ -90,7 +90,8 @@ def test_surrogate_makes_the_paper_recipe_remove_the_toy_backdoor(toy):
 def test_bad_options_and_unbound_use():
     for kw in ({"kind": "linf"}, {"lam": -1}, {"eps": 0}, {"steps": 0}, {"ce_cap": 0}, {"fraction": 0},
                {"fooling_target": 1.5}, {"search": "all"}, {"search": "per_class", "kind": "l2"},
-               {"clean_fraction": -0.1}, {"clean_fraction": 1.5}):
+               {"clean_fraction": -0.1}, {"clean_fraction": 1.5}, {"disjoint": "yes"},
+               {"disjoint": "alone", "kind": "l2"}, {"disjoint_ratio": 0}):
         with pytest.raises(ValueError):
             SurrogateTrigger(**kw)
     with pytest.raises(RuntimeError, match="bind"):
@@ -168,6 +169,56 @@ def test_clean_fraction_appends_unmixed_clean_copies_after_the_triggered_ones():
     assert torch.equal(target.b[3 * n:], y[:kc]) and torch.all(target.lam[n:] == 1)
     assert not torch.allclose(xb[:n], x)  # the base's MixUp is unchanged: mixed images first
     assert "clean_fraction=0.5" in repr(aug) and "clean_fraction" not in repr(SurrogateTrigger())
+
+
+class _Spots(torch.nn.Module):
+    """Class 0 wins when a 2×2 spot (top-left, or with ``two`` also bottom-right) is mostly white: a backdoor
+    that one patch can hold on ``two`` different sets of pixels, or only on one."""
+
+    def __init__(self, two: bool):
+        super().__init__()
+        self.two = two
+
+    def forward(self, x):
+        s = x[:, :, :2, :2].mean(dim=(1, 2, 3))
+        if self.two:
+            s = torch.maximum(s, x[:, :, -2:, -2:].mean(dim=(1, 2, 3)))
+        return torch.stack([10 * (s - 0.3) + 6, torch.full_like(s, 10.0), torch.full_like(s, 9.0)], dim=1)
+
+
+def test_disjoint_patch_finds_a_second_part_of_a_redundant_trigger():
+    g = torch.Generator().manual_seed(0)
+    x = 0.3 + 0.01 * torch.randn(32, 3, 16, 16, generator=g)
+    y = torch.ones(32, dtype=torch.long)
+    aug = SurrogateTrigger(kind="patch", steps=200, disjoint="alone").bind(_Spots(two=True))
+    xb, target, *_ = aug((x, y), torch.Generator().manual_seed(0))
+    s = aug.stats
+    assert s["dominant_class"] == 0 and s["disjoint_reached"] and s["disjoint_kept"], s
+    assert s["used"] == "patch+disjoint" and s["disjoint_overlap"] < 0.1, s
+    corners = [aug.mask[..., :2, :2].sum(), aug.mask[..., -2:, -2:].sum()]
+    corners2 = [aug.mask2[..., :2, :2].sum(), aug.mask2[..., -2:, -2:].sum()]
+    first = int(corners[1] > corners[0])
+    assert corners[first] > 3 and corners2[1 - first] > 3 and corners2[first] < 0.5, (corners, corners2)
+    # the batch: [MixUp | patch copies | disjoint copies], true labels
+    n = len(x)
+    assert xb.shape == (3 * n, *x.shape[1:]) and torch.equal(target.a[n:], y.repeat(2))
+    assert torch.allclose(xb[2 * n:], aug.apply(x, "disjoint")) and torch.all(target.lam[n:] == 1)
+    assert "disjoint=alone" in repr(aug)
+    # a backdoor that needs every pixel the first patch took: the second search cannot reach its target
+    aug = SurrogateTrigger(kind="patch", steps=200, disjoint="always").bind(_Spots(two=False))
+    xb, *_ = aug((x, y), torch.Generator().manual_seed(0))
+    assert not aug.stats["disjoint_kept"] and aug.mask2 is None and xb.shape[0] == 2 * n, aug.stats
+    with pytest.raises(RuntimeError, match="disjoint"):
+        aug.apply(x, "disjoint")
+
+
+def test_disjoint_alone_skips_when_the_l2_trigger_is_kept():
+    g = torch.Generator().manual_seed(0)
+    x = 0.3 + 0.01 * torch.randn(32, 3, 16, 16, generator=g)
+    y = torch.ones(32, dtype=torch.long)
+    aug = SurrogateTrigger(kind="both", l2_steps=30, disjoint="alone").bind(_BrightnessShortcut())
+    aug((x, y), torch.Generator().manual_seed(0))
+    assert aug.stats["used"] == "patch+l2" and "disjoint_mask_l1" not in aug.stats, aug.stats
 
 
 def test_both_kind_gate_keeps_the_triggers_that_look_like_one_backdoor(toy):

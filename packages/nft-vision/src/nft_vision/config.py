@@ -107,9 +107,10 @@ class TrainConfig:
 VISION_RECIPES = {"surrogate": {"tune_bias": "last", "average": 0.3, "amp": "auto"}}
 
 #: What ``augmentation.name="auto"`` means under ``defense.recipe="surrogate"``: both surrogate searches,
-#: gated, with a 99% fooling target and two rounds of the patch search (README "The surrogate recipe").
-#: Under ``nft+``/``paper`` it means mixup.
-SURROGATE_AUGMENTATION = {"kind": "both", "fooling_target": 0.99, "rounds": 2}
+#: gated, with a 99% fooling target and two rounds of the patch search (README "The surrogate recipe"),
+#: and where the patch is the only trigger kept a second, disjoint patch toward its class (README "A second,
+#: disjoint patch"). Under ``nft+``/``paper`` it means mixup.
+SURROGATE_AUGMENTATION = {"kind": "both", "fooling_target": 0.99, "rounds": 2, "disjoint": "alone"}
 
 
 @dataclass

@@ -240,3 +240,29 @@ def test_channels_last_auto_falls_back_when_the_model_needs_the_standard_layout(
         NFT(epochs=2, batch_size=16, channels_last=True).purify(_ViewNet(), _data(), ClassificationAdapter())
     with pytest.raises(ValueError, match="channels_last"):
         NFT(channels_last="yes")
+
+
+class _AskShrink:
+    """MixUp(1) that, from its first call on, asks NFT for the shrink pull (as SurrogateTrigger's fallback)."""
+
+    def __init__(self, weight):
+        from nft_core import MixUp
+
+        self.base, self.weight, self.requested_shrink = MixUp(1.0), weight, 0.0
+
+    def __call__(self, batch, generator):
+        self.requested_shrink = self.weight
+        return self.base(batch, generator)
+
+
+def test_an_augmentation_can_ask_for_the_shrink_pull():
+    from nft_core import MixUp
+
+    kw = dict(epochs=4, batch_size=16)
+    plain = NFT(augmentation=MixUp(1.0), **kw).purify(_model(), _data(), ClassificationAdapter())
+    shrink = NFT(augmentation=MixUp(1.0), shrink=0.05, **kw).purify(_model(), _data(), ClassificationAdapter())
+    asked = NFT(augmentation=_AskShrink(0.05), **kw).purify(_model(), _data(), ClassificationAdapter())
+    for k in shrink.masks:  # the same computation as NFT's own shrink from the first step
+        assert torch.equal(shrink.masks[k], asked.masks[k]), k
+    mean = {n: sum(float(m.sum()) for m in r.masks.values()) for n, r in (("plain", plain), ("asked", asked))}
+    assert mean["asked"] < mean["plain"] - 1.0, mean

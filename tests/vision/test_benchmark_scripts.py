@@ -100,3 +100,32 @@ def test_vision_oracle_and_the_bias_probe_run_end_to_end(tmp_path):
     assert all(0 <= probe[k]["acc"] <= 100 and len(probe[k]["per_class_errors"]) == 10
                for k in ("original_bias", "refit20", "refit50"))
     assert "original_bias: ASR" in r.stdout
+
+
+def test_sig_probe_runs_a_targeted_search_per_class(tmp_path):
+    env = {**os.environ, "NFT_CACHE_DIR": str(tmp_path / "cache")}
+    out = tmp_path / "probe.json"
+    r = subprocess.run([sys.executable, "sig_probe.py", "--eps", "1", "4", "--steps", "5", "--batch", "32", "--out",
+                        str(out), "--cfg-options", *_TINY], cwd=ROOT / "benchmarks",
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rec = json.loads(out.read_text())
+    assert rec["attack"] == "sig" and set(rec["table"]) == {"1.0", "4.0"} and len(rec["table"]["1.0"]) == 10
+    assert all(0 <= v["rate"] <= 1 and -1 <= v["cos"] <= 1 for row in rec["table"].values() for v in row.values())
+    assert "the real trigger sends" in r.stdout and "eps 4:" in r.stdout
+
+
+def test_targeted_universal_l2_reaches_a_class_within_its_norm():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from sig_probe import targeted_universal_l2
+
+    class Bright(torch.nn.Module):  # class 0 once the mean brightness rises by ~0.04
+        def forward(self, x):
+            m = x.mean(dim=(1, 2, 3))
+            return torch.stack([100 * (m - 0.3) + 6, torch.full_like(m, 10.0)], dim=1)
+
+    x = 0.3 + 0.01 * torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    d = targeted_universal_l2(Bright(), x, 0, eps=1.0, steps=30)
+    assert float(d.norm()) <= 1.0 + 1e-5 and bool((Bright()((x + d).clamp(0, 1)).argmax(1) == 0).all())
+    small = targeted_universal_l2(Bright(), x, 0, eps=0.1, steps=30)  # 0.1 / sqrt(192) per pixel: too little
+    assert not bool((Bright()((x + small).clamp(0, 1)).argmax(1) == 0).any())

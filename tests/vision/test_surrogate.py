@@ -314,3 +314,81 @@ def test_both_kind_runs_later_rounds_only_when_a_gated_out_l2_trigger_went_where
     assert s["l2_dominant_class"] != toy.target and s["class_rounds"] == [toy.target] and s["used"] == "patch", s
     assert torch.equal(two.apply(xt), one.apply(xt)) and "class_rounds" not in one.stats
     assert "rounds=2" in repr(two) and "rounds" not in repr(one)
+
+
+def test_rounds_margin_keeps_round_one_unless_a_later_mask_is_that_much_smaller():
+    """_NaturalAndBackdoor: round 1 (class 1) takes about 8.5 pixels, round 2 (class 0) about 4.3 (0.51×)."""
+    g = torch.Generator().manual_seed(0)
+    x = (0.3 + 0.01 * torch.randn(64, 3, 16, 16, generator=g)).clamp(0, 1)
+    y = torch.full((64,), 2)
+    runs = {}
+    for margin in (0.6, 0.4):
+        aug = SurrogateTrigger(steps=150, rounds=2, rounds_margin=margin).bind(_NaturalAndBackdoor())
+        aug((x, y), torch.Generator().manual_seed(0))
+        runs[margin] = aug
+    s6, s4 = runs[0.6].stats, runs[0.4].stats
+    assert s6["class_rounds"] == s4["class_rounds"] == [1, 0] and s6["mask_l1_rounds"] == s4["mask_l1_rounds"], (s6, s4)
+    l1 = s6["mask_l1_rounds"]
+    assert 0.4 * l1[0] < l1[1] < 0.6 * l1[0], l1
+    assert s6["round"] == 1 and s6["dominant_class"] == 0, s6  # 0.51× beats a 0.6 margin
+    assert s4["round"] == 0 and s4["dominant_class"] == 1 and s4["reached"], s4  # not a 0.4 one: round 1 kept
+    assert "rounds_margin=0.4" in repr(runs[0.4]) and "rounds_margin" not in repr(SurrogateTrigger(rounds=2))
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="rounds_margin"):
+            SurrogateTrigger(rounds=2, rounds_margin=bad)
+
+
+def test_fallback_shrink_replaces_the_copies_when_the_two_searches_disagree(toy):
+    """The toy with the gate at 0 keeps an L2 trigger toward another class than the patch's (the target):
+    with ``fallback_shrink`` no triggered copy is appended, the batch is the base MixUp's alone, and NFT is
+    asked for the shrink pull; where the searches agree (the brightness shortcut) nothing changes."""
+    from nft_core import MixUp
+
+    x, y = _batch(toy)
+    aug = SurrogateTrigger(kind="both", eps=3.0, l2_steps=50, l2_gate=0.0, fallback_shrink=0.02).bind(toy.model)
+    assert aug.requested_shrink == 0.0
+    out = aug((x, y), torch.Generator().manual_seed(0))
+    s = aug.stats
+    assert s["l2_dominant_class"] != s["dominant_class"] == toy.target, s
+    assert s["used"] == "none" and s["fallback_shrink"] == 0.02 and aug.requested_shrink == 0.02, s
+    ref = MixUp(1.0)((x, y), torch.Generator().manual_seed(0))
+    assert out[0].shape == x.shape and torch.equal(out[0], ref[0]) and torch.equal(out[1].a, ref[1].a)
+    assert "fallback_shrink=0.02" in repr(aug) and "fallback_clean" not in repr(aug)
+    aug.bind(toy.model)  # forgets the decision with the trigger
+    assert aug.requested_shrink == 0.0 and not aug.fallback
+    # fallback_clean_fraction: unmixed clean copies after the MixUp batch (clean_fraction elsewhere)
+    aug = SurrogateTrigger(kind="both", eps=3.0, l2_steps=50, l2_gate=0.0, fallback_shrink=0.02,
+                           fallback_clean_fraction=0.25).bind(toy.model)
+    xb, target, *_ = aug((x, y), torch.Generator().manual_seed(0))
+    n, kc = len(x), len(x) // 4
+    assert aug.stats["used"] == "none" and xb.shape[0] == n + kc and torch.equal(xb[:n], ref[0])
+    assert torch.equal(xb[n:], x[:kc]) and torch.equal(target.a[n:], y[:kc]) and torch.all(target.lam[n:] == 1)
+    assert "fallback_clean_fraction=0.25" in repr(aug)
+    g = torch.Generator().manual_seed(0)
+    xb_ = 0.3 + 0.01 * torch.randn(32, 3, 16, 16, generator=g)
+    agree = SurrogateTrigger(kind="both", l2_steps=30, fallback_shrink=0.02).bind(_BrightnessShortcut())
+    xb, *_ = agree((xb_, torch.ones(32, dtype=torch.long)), torch.Generator().manual_seed(0))
+    assert agree.stats["used"] == "patch+l2" and agree.requested_shrink == 0.0 and xb.shape[0] == 3 * 32
+    for bad in ({"fallback_shrink": -0.1, "kind": "both"}, {"fallback_shrink": 0.02}, {"fallback_shrink": 0.02, "kind": "l2"}):
+        with pytest.raises(ValueError, match="fallback_shrink"):
+            SurrogateTrigger(**bad)
+    with pytest.raises(ValueError, match="fallback_clean_fraction"):
+        SurrogateTrigger(kind="both", fallback_shrink=0.02, fallback_clean_fraction=1.5)
+
+
+def test_nft_with_the_fallback_is_nft_with_mixup_and_the_shrink_pull(toy):
+    """End to end on the toy: when the gate falls back, NFT runs exactly NFT(shrink=...) with MixUp."""
+    from nft_core import MixUp
+    from nft_core.pipeline import purify_and_report
+
+    ad = ClassificationAdapter()
+    kw = dict(epochs=2, batch_size=64, seed=0)
+    aug = SurrogateTrigger(kind="both", eps=3.0, l2_steps=50, steps=60, l2_gate=0.0, fallback_shrink=0.05)
+    rep = purify_and_report(task="toy", model=toy.model, val_data=toy.val, eval_data=toy.test, adapter=ad,
+                            defense=NFT(augmentation=aug, **kw), out=None)
+    ref = NFT(augmentation=MixUp(1.0), shrink=0.05, **kw).purify(toy.model, toy.val, ad)
+    assert rep["info"]["augmentation_stats"]["used"] == "none"
+    assert rep["recipe"] == "paper (shrink 0) + shrink 0.05 asked by the augmentation (no trigger found)"
+    got = NFT(augmentation=aug, **kw).purify(toy.model, toy.val, ad)
+    for k in ref.masks:
+        assert torch.equal(ref.masks[k], got.masks[k]), k

@@ -93,6 +93,9 @@ class NFTConfig:
     metric is measured on the validation data without augmentation; the masks of the last epoch whose
     metric stayed within ``guard`` of the original model's are the ones folded (the Fine-Pruning
     principle: shrink until clean accuracy drops). Both use the clean validation data only.
+    An augmentation with a non-zero ``requested_shrink`` attribute (read at every step, after the batch is
+    drawn) adds ``requested_shrink * sum(m)`` too, for the rest of the run: SurrogateTrigger's
+    ``fallback_shrink`` asks for it when its searches find no trigger to append.
     See README "NFT recipes" for the measurements.
     ``amp``: the loss under bfloat16 autocast (masks, regularizer and optimizer stay float32); ``"auto"``
     turns it on for a CPU run where oneDNN has native bfloat16 (AVX-512 BF16 or AMX; off on GPUs and other
@@ -285,6 +288,9 @@ class NFT:
                     reg = reg_weight * masks.l1_distance()
                     if c.shrink and step < c.shrink_fraction * total:
                         reg = reg + c.shrink * masks.mask_sum()
+                    asked = float(getattr(self.augmentation, "requested_shrink", 0.0) or 0.0)
+                    if asked:  # the augmentation's own call for the shrink pull (SurrogateTrigger's fallback)
+                        reg = reg + asked * masks.mask_sum()
                     objective = objective + reg / world_size  # summed over ranks below: counted once
                     opt.zero_grad(set_to_none=True)
                     objective.backward()

@@ -79,7 +79,9 @@ def purify_and_report(
     if getattr(defense, "name", "") == "nft":
         c = defense.config
         recipe = "paper (shrink 0)" if not c.shrink else f"NFT+ (shrink {c.shrink:g}, guard {c.guard})"
-        extras = [f"tune_bias={c.tune_bias}" if c.tune_bias else "", f"average={c.average:g}" if c.average else ""]
+        asked = (result.info.get("augmentation_stats") or {}).get("fallback_shrink")
+        extras = [f"tune_bias={c.tune_bias}" if c.tune_bias else "", f"average={c.average:g}" if c.average else "",
+                  f"shrink {asked:g} asked by the augmentation (no trigger found)" if asked else ""]
         if any(extras):  # the augmentation is in info.augmentation
             recipe += " + " + ", ".join(e for e in extras if e)
     report = {

@@ -67,6 +67,26 @@ class SurrogateTrigger:
     a dropped class-0 patch into a kept class-5 one and its ASR rose from 4.95 to 17.03). It costs one
     search per round run, not one per class like ``search="per_class"``; with ``rounds > 1`` ``stats`` adds
     ``class_rounds``, ``mask_l1_rounds`` (the rounds run) and the winning ``round`` (0-based).
+    ``rounds_margin`` (default 1: the smallest mask wins): a later round replaces a first round that reached
+    the fooling target only if its mask is smaller than ``rounds_margin`` × the first round's. On digits the
+    one later round that found the backdoor had 0.42 × round 1's mask (Trojan, first models: 45.7 → 19.0
+    pixels), the one that lost it 0.63 × (one-shot WaNet, retrained models: class 0 at 9.6 pixels → class 5 at
+    6.0; ASR 21.05, and 0.00 with round 1 kept); README "Two rounds".
+
+    ``fallback_shrink`` (default 0: off; ``kind="both"`` only): when the gate keeps the L2 trigger and the two
+    searches point at different classes, neither confirms the other — no trigger the searches can invert
+    was found — and instead of the L2 copies the augmentation appends no triggered copy and asks NFT for
+    NFT+'s pull of every mask toward its lower bound with that weight (``requested_shrink``, read by
+    :class:`~nft_core.nft.NFT` at every step; ``stats["used"] == "none"``), plus unmixed clean copies of
+    ``fallback_clean_fraction`` of the batch (``None``: ``clean_fraction``). Why: on the digits SIG model (a
+    full-image sinusoid, L2 norm 7.8, clean-label) the patch search went to class 5 and the L2 search to
+    class 3 on every seed, and NFT with those copies left ASR at 98–100%, while the attack's real trigger
+    (an oracle) gives 0.93; a targeted universal L2 search cannot single out SIG's class either (at ε = 2
+    class 0 is the hardest to reach, 8% against 100% for classes 3 and 5). The shrink pull alone (0.02)
+    removes it on 2 of 3 seeds, losing the attacker's class on the third (ACC 92.8); with clean copies of
+    half the batch a pull of 0.025–0.03 removes it on all three at ACC drops ≤ 2.3, but 0.035 starts a
+    collapse (README "SIG: no trigger found").
+
     ``search="untargeted"`` (default) runs one search as above. ``search="per_class"`` (patch only) is Neural
     Cleanse's own procedure: one *targeted* patch search per class ``c`` (minimise the CE of class ``c`` on
     the batch's other samples plus ``lam·ΣM``, with the same adaptive schedule on the share sent to ``c``),
@@ -113,7 +133,20 @@ class SurrogateTrigger:
                  search_lr: float = 0.1, ce_cap: float = 10.0, fraction: float = 1.0,
                  fooling_target: float | None = 0.9, search: str = "untargeted",
                  base: Any = None, l2_steps: int | None = None, l2_gate: float = 0.9, rounds: int = 1,
-                 clean_fraction: float = 0.0, disjoint: str = "off", disjoint_ratio: float = 2.0):
+                 clean_fraction: float = 0.0, disjoint: str = "off", disjoint_ratio: float = 2.0,
+                 rounds_margin: float = 1.0, fallback_shrink: float = 0.0, fallback_clean_fraction: float | None = None):
+        if not 0 < rounds_margin <= 1:
+            raise ValueError(f"SurrogateTrigger rounds_margin must be in (0, 1], got {rounds_margin}")
+        if fallback_shrink < 0 or (fallback_shrink and kind != "both"):
+            raise ValueError(f"SurrogateTrigger fallback_shrink must be >= 0 and needs kind='both' (it acts on the "
+                             f"gate), got fallback_shrink={fallback_shrink}, kind={kind!r}")
+        if fallback_clean_fraction is not None and not 0 <= fallback_clean_fraction <= 1:
+            raise ValueError(f"SurrogateTrigger fallback_clean_fraction must be in [0, 1] or None, got "
+                             f"{fallback_clean_fraction}")
+        self.rounds_margin, self.fallback_shrink = float(rounds_margin), float(fallback_shrink)
+        self.fallback_clean_fraction = fallback_clean_fraction
+        self.fallback = False
+        self.requested_shrink = 0.0  # NFT adds requested_shrink * sum(m) to its loss (set by the gate's fallback)
         if disjoint not in ("off", "alone", "always") or (disjoint != "off" and kind == "l2") or disjoint_ratio <= 0:
             raise ValueError(f"SurrogateTrigger disjoint must be 'off', 'alone' or 'always' (not with kind='l2') and "
                              f"disjoint_ratio > 0, got disjoint={disjoint!r}, kind={kind!r}, "
@@ -160,6 +193,7 @@ class SurrogateTrigger:
         """Search against ``model`` (NFT binds its masked copy before any step); forgets an earlier trigger."""
         self.model, self.mask, self.pattern, self.delta, self.stats, self.use = model, None, None, None, {}, ()
         self.mask2 = self.pattern2 = None
+        self.fallback, self.requested_shrink = False, 0.0
         return self
 
     @property
@@ -182,7 +216,9 @@ class SurrogateTrigger:
 
     def _triggered(self, x: Tensor) -> list[Tensor]:
         """Every trigger this kind appends: one copy of ``x`` per kept trigger (``self.use``; the kind's own if
-        no gate ran)."""
+        no gate ran; none after the gate's fallback)."""
+        if self.fallback:
+            return []
         return [self.apply(x, w) for w in (self.use or (None,))]
 
     def _search_l2(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -218,7 +254,7 @@ class SurrogateTrigger:
             self.stats.update(self._outcome(model, self.apply(x, "patch"), y))
             if self.kind == "both":
                 self._gate(model, x, y, found)
-            alone = self.use in ((), ("patch",))  # the patch is the only trigger kept (or the kind's only one)
+            alone = self.use in ((), ("patch",)) and not self.fallback  # the patch is the only trigger kept
             if (self.disjoint == "always" and (alone or "patch" in self.use)) or (self.disjoint == "alone" and alone):
                 with torch.enable_grad():
                     self._search_disjoint(model, x, y)
@@ -238,6 +274,9 @@ class SurrogateTrigger:
         patch = not l2 or self.stats["dominant_class"] == out["dominant_class"]
         self.use = ("patch",) * patch + ("l2",) * l2
         self.stats["used"] = "+".join(self.use)
+        if l2 and not patch and self.fallback_shrink:  # the searches disagree: no trigger they both point at
+            self.use, self.fallback, self.requested_shrink = (), True, self.fallback_shrink
+            self.stats.update(used="none", fallback_shrink=self.fallback_shrink)
 
     def _search_disjoint(self, model: nn.Module, x: Tensor, y: Tensor) -> None:
         """A second patch toward the first patch's class, barred from the pixels where the first mask exceeds 0.1,
@@ -274,6 +313,9 @@ class SurrogateTrigger:
                               cls=cls, fooling=_fooling(pred, y)))
             excluded.append(cls)
         reached = [f for f in found if f["stats"]["reached"]]
+        if found[0]["stats"]["reached"]:  # a later round must beat round 1 by the margin
+            reached = [found[0]] + [f for f in found[1:] if f["stats"]["reached"]
+                                    and f["l1"] < self.rounds_margin * found[0]["l1"]]
         best = min(reached, key=lambda f: f["l1"]) if reached else max(found, key=lambda f: f["fooling"])
         self.mask, self.pattern, self.stats = best["mask"], best["pattern"], dict(best["stats"])
         if self.rounds > 1:
@@ -355,12 +397,17 @@ class SurrogateTrigger:
             self._search(x, y)
         n = x.shape[0]
         k = max(1, round(self.fraction * n))  # the first k samples get a triggered copy (the batch is shuffled)
-        xts = self._triggered(x[:k])
-        xt, yt = torch.cat(xts), y[:k].repeat(len(xts))
-        kc = round(self.clean_fraction * n)  # unmixed clean copies (true labels) of the first kc samples
-        if kc:
-            xt, yt = torch.cat([xt, x[:kc]]), torch.cat([yt, y[:kc]])
-        xm, ym, *_ = self.base(batch, generator)
+        clean = self.clean_fraction
+        if self.fallback and self.fallback_clean_fraction is not None:
+            clean = self.fallback_clean_fraction
+        kc = round(clean * n)  # unmixed clean copies (true labels) of the first kc samples
+        xts = self._triggered(x[:k]) + [x[:kc]] * bool(kc)
+        yts = [y[:k]] * (len(xts) - bool(kc)) + [y[:kc]] * bool(kc)
+        based = self.base(batch, generator)
+        if not xts:  # the gate's fallback: the base augmentation alone
+            return based
+        xm, ym, *_ = based
+        xt, yt = torch.cat(xts), torch.cat(yts)
         if isinstance(ym, MixedTarget):
             lam = torch.as_tensor(ym.lam, dtype=torch.float32, device=x.device).expand(n)
             a, b = ym.a, ym.b
@@ -379,6 +426,12 @@ class SurrogateTrigger:
             knob += f", clean_fraction={self.clean_fraction:g}"
         if self.disjoint != "off":
             knob += f", disjoint={self.disjoint}, disjoint_ratio={self.disjoint_ratio:g}"
+        if self.rounds_margin != 1:
+            knob += f", rounds_margin={self.rounds_margin:g}"
+        if self.fallback_shrink:
+            knob += f", fallback_shrink={self.fallback_shrink:g}"
+            if self.fallback_clean_fraction is not None:
+                knob += f", fallback_clean_fraction={self.fallback_clean_fraction:g}"
         return (f"SurrogateTrigger(kind={self.kind}, search={self.search}, {knob}, steps={self.steps}, "
                 f"fraction={self.fraction:g}, fooling_target={self.fooling_target}, base={self.base!r})")
 

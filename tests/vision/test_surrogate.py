@@ -351,6 +351,7 @@ def test_fallback_shrink_replaces_the_copies_when_the_two_searches_disagree(toy)
     s = aug.stats
     assert s["l2_dominant_class"] != s["dominant_class"] == toy.target, s
     assert s["used"] == "none" and s["fallback_shrink"] == 0.02 and aug.requested_shrink == 0.02, s
+    assert s["fallback_reason"] == "disagree", s
     ref = MixUp(1.0)((x, y), torch.Generator().manual_seed(0))
     assert out[0].shape == x.shape and torch.equal(out[0], ref[0]) and torch.equal(out[1].a, ref[1].a)
     assert "fallback_shrink=0.02" in repr(aug) and "fallback_clean" not in repr(aug)
@@ -392,3 +393,31 @@ def test_nft_with_the_fallback_is_nft_with_mixup_and_the_shrink_pull(toy):
     got = NFT(augmentation=aug, **kw).purify(toy.model, toy.val, ad)
     for k in ref.masks:
         assert torch.equal(ref.masks[k], got.masks[k]), k
+
+
+def test_fallback_when_the_later_rounds_do_not_beat_round_one():
+    """_NaturalAndBackdoor with a per-image brightness spread: the L2 trigger goes to round 1's class (1) but is
+    gated out, so round 2 runs and finds class 0 with about 0.2× the mask. With a 0.15 margin it does not win:
+    round 1's class stays unconfirmed, and with ``fallback_shrink`` that is 'no trigger found' ("unresolved")."""
+    g = torch.Generator().manual_seed(0)
+    off = -0.03 + 0.035 * torch.rand(64, 1, 1, 1, generator=g)
+    x = (0.3 + off + 0.01 * torch.randn(64, 3, 16, 16, generator=g)).clamp(0, 1)
+    y = torch.full((64,), 2)
+    kw = dict(kind="both", steps=150, rounds=2, eps=0.8, l2_steps=30, rounds_margin=0.15)
+    aug = SurrogateTrigger(**kw, fallback_shrink=0.02, fallback_unresolved=True).bind(_NaturalAndBackdoor())
+    out = aug((x, y), torch.Generator().manual_seed(0))
+    s = aug.stats
+    assert s["class_rounds"] == [1, 0] and s["round"] == 0 and s["l2_fooling"] < 0.9, s
+    assert 0.15 < s["mask_l1_rounds"][1] / s["mask_l1_rounds"][0] < 0.3, s
+    assert s["used"] == "none" and s["fallback_reason"] == "unresolved" and aug.requested_shrink == 0.02, s
+    assert out[0].shape == x.shape
+    assert "fallback_unresolved=True" in repr(aug)
+    # without the fallback, or without opting in to this condition: round 1's patch
+    for plain in (SurrogateTrigger(**kw), SurrogateTrigger(**kw, fallback_shrink=0.02)):
+        xb, *_ = plain.bind(_NaturalAndBackdoor())((x, y), torch.Generator().manual_seed(0))
+        assert plain.stats["used"] == "patch" and plain.stats["dominant_class"] == 1 and xb.shape[0] == 2 * len(x)
+    # a round 2 that wins by the margin is a trigger found: no fallback
+    won = SurrogateTrigger(**{**kw, "rounds_margin": 0.3}, fallback_shrink=0.02,
+                           fallback_unresolved=True).bind(_NaturalAndBackdoor())
+    won((x, y), torch.Generator().manual_seed(0))
+    assert won.stats["round"] == 1 and won.stats["used"] == "patch" and won.requested_shrink == 0.0, won.stats

@@ -73,9 +73,11 @@ class SurrogateTrigger:
     pixels), the one that lost it 0.63 × (one-shot WaNet, retrained models: class 0 at 9.6 pixels → class 5 at
     6.0; ASR 21.05, and 0.00 with round 1 kept); README "Two rounds".
 
-    ``fallback_shrink`` (default 0: off; ``kind="both"`` only): when the gate keeps the L2 trigger and the two
-    searches point at different classes, neither confirms the other — no trigger the searches can invert
-    was found — and instead of the L2 copies the augmentation appends no triggered copy and asks NFT for
+    ``fallback_shrink`` (default 0: off; ``kind="both"`` only): when no trigger the searches can invert was
+    found — the gate keeps the L2 trigger and the two searches point at different classes
+    (``fallback_reason="disagree"``), or, with ``fallback_unresolved=True``, the later rounds ran (the L2
+    search marked round 1's class as a natural direction) and none beat round 1 by ``rounds_margin``
+    (``"unresolved"``) — the augmentation appends no triggered copy and asks NFT for
     NFT+'s pull of every mask toward its lower bound with that weight (``requested_shrink``, read by
     :class:`~nft_core.nft.NFT` at every step; ``stats["used"] == "none"``), plus unmixed clean copies of
     ``fallback_clean_fraction`` of the batch (``None``: ``clean_fraction``). Why: on the digits SIG model (a
@@ -85,7 +87,10 @@ class SurrogateTrigger:
     class 0 is the hardest to reach, 8% against 100% for classes 3 and 5). The shrink pull alone (0.02)
     removes it on 2 of 3 seeds, losing the attacker's class on the third (ACC 92.8); with clean copies of
     half the batch a pull of 0.025–0.03 removes it on all three at ACC drops ≤ 2.3, but 0.035 starts a
-    collapse (README "SIG: no trigger found").
+    collapse (README "SIG: no trigger found"). With one image per class SIG's searches end "unresolved" (both
+    rounds on natural classes, 23.4 and 23.5 pixels): NFT with round 1's patch left 87.3% ASR, the fallback 0.6.
+    That condition is opt-in because it also holds where round 1's natural-class patch did remove the backdoor
+    (BadNets at paper scale on the H200: class 7, ASR 1.7) and the fallback there is not measured.
 
     ``search="untargeted"`` (default) runs one search as above. ``search="per_class"`` (patch only) is Neural
     Cleanse's own procedure: one *targeted* patch search per class ``c`` (minimise the CE of class ``c`` on
@@ -134,7 +139,8 @@ class SurrogateTrigger:
                  fooling_target: float | None = 0.9, search: str = "untargeted",
                  base: Any = None, l2_steps: int | None = None, l2_gate: float = 0.9, rounds: int = 1,
                  clean_fraction: float = 0.0, disjoint: str = "off", disjoint_ratio: float = 2.0,
-                 rounds_margin: float = 1.0, fallback_shrink: float = 0.0, fallback_clean_fraction: float | None = None):
+                 rounds_margin: float = 1.0, fallback_shrink: float = 0.0, fallback_clean_fraction: float | None = None,
+                 fallback_unresolved: bool = False):
         if not 0 < rounds_margin <= 1:
             raise ValueError(f"SurrogateTrigger rounds_margin must be in (0, 1], got {rounds_margin}")
         if fallback_shrink < 0 or (fallback_shrink and kind != "both"):
@@ -144,7 +150,7 @@ class SurrogateTrigger:
             raise ValueError(f"SurrogateTrigger fallback_clean_fraction must be in [0, 1] or None, got "
                              f"{fallback_clean_fraction}")
         self.rounds_margin, self.fallback_shrink = float(rounds_margin), float(fallback_shrink)
-        self.fallback_clean_fraction = fallback_clean_fraction
+        self.fallback_clean_fraction, self.fallback_unresolved = fallback_clean_fraction, bool(fallback_unresolved)
         self.fallback = False
         self.requested_shrink = 0.0  # NFT adds requested_shrink * sum(m) to its loss (set by the gate's fallback)
         if disjoint not in ("off", "alone", "always") or (disjoint != "off" and kind == "l2") or disjoint_ratio <= 0:
@@ -274,9 +280,13 @@ class SurrogateTrigger:
         patch = not l2 or self.stats["dominant_class"] == out["dominant_class"]
         self.use = ("patch",) * patch + ("l2",) * l2
         self.stats["used"] = "+".join(self.use)
-        if l2 and not patch and self.fallback_shrink:  # the searches disagree: no trigger they both point at
+        # no trigger found: the searches disagree (a kept L2 trigger elsewhere), or the later rounds ran (the L2
+        # search marked round 1's class as a natural direction) and none beat round 1 by the margin
+        reason = ("disagree" if l2 and not patch else "unresolved"
+                  if self.fallback_unresolved and len(found) > 1 and self.stats.get("round") == 0 else None)
+        if reason and self.fallback_shrink:
             self.use, self.fallback, self.requested_shrink = (), True, self.fallback_shrink
-            self.stats.update(used="none", fallback_shrink=self.fallback_shrink)
+            self.stats.update(used="none", fallback_shrink=self.fallback_shrink, fallback_reason=reason)
 
     def _search_disjoint(self, model: nn.Module, x: Tensor, y: Tensor) -> None:
         """A second patch toward the first patch's class, barred from the pixels where the first mask exceeds 0.1,
@@ -432,6 +442,8 @@ class SurrogateTrigger:
             knob += f", fallback_shrink={self.fallback_shrink:g}"
             if self.fallback_clean_fraction is not None:
                 knob += f", fallback_clean_fraction={self.fallback_clean_fraction:g}"
+            if self.fallback_unresolved:
+                knob += ", fallback_unresolved=True"
         return (f"SurrogateTrigger(kind={self.kind}, search={self.search}, {knob}, steps={self.steps}, "
                 f"fraction={self.fraction:g}, fooling_target={self.fooling_target}, base={self.base!r})")
 

@@ -51,6 +51,11 @@ class Augmentation(Protocol):
     Draws its random parameters once per call from ``generator`` (never the global RNG) and applies them
     to every part of the sample (image and boxes, every frame of a clip, points and labels). Mixing
     augmentations return targets as :class:`MixedTarget`; non-mixing ones return plain targets.
+
+    Optional, read by :class:`~nft_core.nft.NFT`: ``bind(model, adapter)`` (called once before training, for
+    model-dependent augmentations), ``stats`` (a dict copied into ``info["augmentation_stats"]``) and
+    ``requested_shrink`` (a float, read at every step: NFT adds ``requested_shrink * sum(m)`` to its loss;
+    :class:`~nft_core.surrogate.SurrogateTrigger` sets it when its searches find no trigger).
     """
 
     def __call__(self, batch: Any, generator: torch.Generator) -> Any: ...

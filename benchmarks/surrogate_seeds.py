@@ -75,7 +75,9 @@ def run_one(attack: str, seed: int, options: list[str], probe: bool = False) -> 
     res = d["result"]
     out = {"attack": attack, "seed": seed, "options": options, "before": before, "after": d["after"],
            "nft_s": d["seconds"], "search": res.info["augmentation_stats"], "recipe": res.info["config"],
-           "history": d["history"]}
+           "history": d["history"],
+           "guard": {k: res.info.get(k) for k in ("guard", "guard_requested", "guard_reverted", "guard_reference",
+                                                   "selected_epoch")}}
     if probe:
         out["bias_probe"] = bias_probe(res.model, run.model, run, ad)
     return out

@@ -1,6 +1,7 @@
 """End to end: a small CNN backdoored on generated data with a 3×3 patch trigger, purified by NFT on CPU."""
 
 import pytest
+import torch
 
 from nft_core import NFT, ClassificationAdapter
 from nft_core.testing import make_toy_backdoor
@@ -20,3 +21,36 @@ def test_nft_purifies_the_toy_backdoor(toy):
     after = adapter.evaluate(result.model, toy.test)
     assert after["asr"] <= 10, after
     assert before["acc"] - after["acc"] <= 5, (before, after)
+
+
+class _AskFor:
+    """MixUp(1) that asks NFT for a shrink pull and, optionally, its safety net (as SurrogateTrigger's fallback)."""
+
+    def __init__(self, shrink, guard=None):
+        from nft_core import MixUp
+
+        self.base, self.shrink, self.guard = MixUp(1.0), shrink, guard
+        self.requested_shrink, self.requested_guard = 0.0, None
+
+    def __call__(self, batch, generator):
+        self.requested_shrink, self.requested_guard = self.shrink, self.guard
+        return self.base(batch, generator)
+
+
+def test_a_requested_guard_reverts_masks_that_lost_too_much(toy):
+    """A pull far too strong (shrink 1.0) collapses the model; the augmentation's guard puts back the last
+    epoch within it. A guard the final masks meet changes nothing."""
+    ad = ClassificationAdapter()
+    ref = ad.evaluate(toy.model, toy.val)["acc"]
+    kw = dict(epochs=4, seed=0, average=0.5)
+    bare = NFT(augmentation=_AskFor(1.0), **kw).purify(toy.model, toy.val, ad)
+    assert ref - ad.evaluate(bare.model, toy.val)["acc"] > 5  # the collapse the guard is for
+    guarded = NFT(augmentation=_AskFor(1.0, guard=1.0), **kw).purify(toy.model, toy.val, ad)
+    info = guarded.info
+    assert info["guard_requested"] and info["guard_reverted"] and info["guard_reference"] == ref, info
+    assert info["selected_epoch"] < 4 and ref - ad.evaluate(guarded.model, toy.val)["acc"] <= 1.0
+    assert len([h for h in guarded.history if "val_acc" in h]) == 4
+    loose = NFT(augmentation=_AskFor(1.0, guard=100.0), **kw).purify(toy.model, toy.val, ad)
+    assert not loose.info["guard_reverted"] and loose.info["selected_epoch"] == 4
+    for k in bare.masks:  # measuring changes nothing: the same masks as without the guard
+        assert torch.equal(bare.masks[k], loose.masks[k]), k

@@ -355,8 +355,17 @@ def test_fallback_shrink_replaces_the_copies_when_the_two_searches_disagree(toy)
     ref = MixUp(1.0)((x, y), torch.Generator().manual_seed(0))
     assert out[0].shape == x.shape and torch.equal(out[0], ref[0]) and torch.equal(out[1].a, ref[1].a)
     assert "fallback_shrink=0.02" in repr(aug) and "fallback_clean" not in repr(aug)
+    assert aug.requested_guard is None  # no fallback_guard: no safety net asked for
     aug.bind(toy.model)  # forgets the decision with the trigger
     assert aug.requested_shrink == 0.0 and not aug.fallback
+    guarded = SurrogateTrigger(kind="both", eps=3.0, l2_steps=50, l2_gate=0.0, fallback_shrink=0.02,
+                               fallback_guard=3.0).bind(toy.model)
+    assert guarded.requested_guard is None
+    guarded((x, y), torch.Generator().manual_seed(0))
+    assert guarded.requested_guard == 3.0 and "fallback_guard=3" in repr(guarded)
+    assert guarded.bind(toy.model).requested_guard is None
+    with pytest.raises(ValueError, match="fallback_guard"):
+        SurrogateTrigger(kind="both", fallback_shrink=0.02, fallback_guard=-1)
     # fallback_clean_fraction: unmixed clean copies after the MixUp batch (clean_fraction elsewhere)
     aug = SurrogateTrigger(kind="both", eps=3.0, l2_steps=50, l2_gate=0.0, fallback_shrink=0.02,
                            fallback_clean_fraction=0.25).bind(toy.model)

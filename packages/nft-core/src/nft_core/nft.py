@@ -95,7 +95,11 @@ class NFTConfig:
     principle: shrink until clean accuracy drops). Both use the clean validation data only.
     An augmentation with a non-zero ``requested_shrink`` attribute (read at every step, after the batch is
     drawn) adds ``requested_shrink * sum(m)`` too, for the rest of the run: SurrogateTrigger's
-    ``fallback_shrink`` asks for it when its searches find no trigger to append.
+    ``fallback_shrink`` asks for it when its searches find no trigger to append. One with a
+    ``requested_guard`` (points; read after every batch until set, when ``guard`` is None) gets a safety
+    net: the validation metric is measured after every epoch as for ``guard``, and if the masks folded at
+    the end (averaged or not) lost more than that against the original model, the last epoch's masks that
+    did not are folded instead (``info["guard_reverted"]``).
     See README "NFT recipes" for the measurements.
     ``amp``: the loss under bfloat16 autocast (masks, regularizer and optimizer stay float32); ``"auto"``
     turns it on for a CPU run where oneDNN has native bfloat16 (AVX-512 BF16 or AMX; off on GPUs and other
@@ -251,6 +255,7 @@ class NFT:
             guard_state, avg_state = {}, {}
         metric_key = getattr(adapter, "clean_metric", "acc")
         guard_ref = guard_state.get("ref")
+        guard = c.guard  # the augmentation may ask for one after its first call (``requested_guard``)
         if c.guard is not None and guard_ref is None:
             guard_ref = adapter.evaluate(work, data)[metric_key]
         best_masks = guard_state.get("masks") or {k: v.detach().clone() for k, v in trained.items()}
@@ -279,6 +284,12 @@ class NFT:
                     for g in opt.param_groups:  # cosine decay from lr to lr_min over all steps
                         g["lr"] = c.lr_min + (c.lr - c.lr_min) * 0.5 * (1 + math.cos(math.pi * step / total))
                     batch = self.augmentation(source.next(), gen)
+                    if guard is None and getattr(self.augmentation, "requested_guard", None) is not None:
+                        guard = float(self.augmentation.requested_guard)
+                        if guard_ref is None and step == 0:  # no step taken yet: the original model's metric
+                            was = work.training
+                            guard_ref = adapter.evaluate(work, data)[metric_key]
+                            work.train(was)
                     share = 1.0
                     if world_size > 1:  # same batch on every rank; each computes its shard (distributed.py)
                         batch, share = shard(batch, rank, world_size)
@@ -320,7 +331,7 @@ class NFT:
                     was = work.training
                     row["val_" + metric_key] = adapter.evaluate(work, data)[metric_key]
                     work.train(was)
-                    if guard_ref - row["val_" + metric_key] <= c.guard:
+                    if guard_ref - row["val_" + metric_key] <= guard:
                         best_masks = {k: v.detach().clone() for k, v in trained.items()}
                         best_epoch = epoch + 1
                 history.append(row)
@@ -333,7 +344,8 @@ class NFT:
         finally:
             if bar is not None:
                 bar.close()
-        if guard_ref is not None:
+        requested = guard_ref is not None and c.guard is None  # the augmentation's guard: a safety net only
+        if guard_ref is not None and not requested:
             with torch.no_grad():
                 for k, v in best_masks.items():
                     trained[k].copy_(v)
@@ -341,6 +353,16 @@ class NFT:
             with torch.no_grad():
                 for k, v in avg_sum.items():
                     trained[k].copy_(v / avg_n)
+        reverted = False
+        if requested:  # the final masks unless they lost more than ``guard``: then the last epoch that did not
+            was = work.training
+            final = adapter.evaluate(work, data)[metric_key]
+            work.train(was)
+            if guard_ref - final > guard:
+                reverted = True
+                with torch.no_grad():
+                    for k, v in best_masks.items():
+                        trained[k].copy_(v)
         mask_values = masks.mask_dict()
         if channels_last:  # fold and give back in the standard layout (safetensors wants contiguous)
             work.to(memory_format=torch.contiguous_format)
@@ -361,7 +383,10 @@ class NFT:
             "steps": step,
             "world_size": world_size,
             "guard_reference": guard_ref,
-            "selected_epoch": best_epoch if guard_ref is not None else epochs,
+            "guard": guard,
+            "guard_requested": requested,
+            "guard_reverted": reverted,
+            "selected_epoch": best_epoch if (guard_ref is not None and not requested) or reverted else epochs,
             "averaged_steps": avg_n,
             "channels_last": bool(channels_last),
             "amp": amp_on,

@@ -54,8 +54,9 @@ class Augmentation(Protocol):
 
     Optional, read by :class:`~nft_core.nft.NFT`: ``bind(model, adapter)`` (called once before training, for
     model-dependent augmentations), ``stats`` (a dict copied into ``info["augmentation_stats"]``) and
-    ``requested_shrink`` (a float, read at every step: NFT adds ``requested_shrink * sum(m)`` to its loss;
-    :class:`~nft_core.surrogate.SurrogateTrigger` sets it when its searches find no trigger).
+    ``requested_shrink`` (a float, read at every step: NFT adds ``requested_shrink * sum(m)`` to its loss)
+    and ``requested_guard`` (points: NFT's safety net on the folded masks, see ``NFTConfig``);
+    :class:`~nft_core.surrogate.SurrogateTrigger` sets both when its searches find no trigger.
     """
 
     def __call__(self, batch: Any, generator: torch.Generator) -> Any: ...

@@ -54,3 +54,13 @@ def test_a_requested_guard_reverts_masks_that_lost_too_much(toy):
     assert not loose.info["guard_reverted"] and loose.info["selected_epoch"] == 4
     for k in bare.masks:  # measuring changes nothing: the same masks as without the guard
         assert torch.equal(bare.masks[k], loose.masks[k]), k
+    # NFT's own safety_guard is the same net, set in the config instead of by the augmentation
+    from nft_core import MixUp
+
+    own = NFT(augmentation=MixUp(1.0), shrink=1.0, safety_guard=1.0, **kw).purify(toy.model, toy.val, ad)
+    assert own.info["guard_net"] and not own.info["guard_requested"] and own.info["guard_reverted"]
+    for k in guarded.masks:
+        assert torch.equal(guarded.masks[k], own.masks[k]), k
+    for bad in ({"safety_guard": -1.0}, {"safety_guard": 1.0, "guard": 1.0}):
+        with pytest.raises(ValueError, match="safety_guard"):
+            NFT(**bad).purify(toy.model, toy.val, ad)

@@ -26,7 +26,7 @@ def test_default_purify_writes_run_directory(cache, capsys):
     assert {"purified.safetensors", "masks.safetensors", "report.json", "report.md", "config.resolved.py"} <= files
     rep = json.loads((out / "report.json").read_text())
     assert {"acc", "asr", "lcr"} <= set(rep["before"])
-    assert rep["recipe"] == "paper (shrink 0) + tune_bias=last, average=0.3"
+    assert rep["recipe"] == "paper (shrink 0) + tune_bias=last, average=0.3, safety_guard=3"
     assert rep["info"]["augmentation"].startswith("SurrogateTrigger(kind=both")  # the surrogate recipe
     assert "rounds=2" in rep["info"]["augmentation"] and len(rep["info"]["augmentation_stats"]["class_rounds"]) >= 1
     # the speed settings of the default: channels-last on the CPU, bfloat16 where the CPU has it natively

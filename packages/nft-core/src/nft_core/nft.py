@@ -99,7 +99,8 @@ class NFTConfig:
     ``requested_guard`` (points; read after every batch until set, when ``guard`` is None) gets a safety
     net: the validation metric is measured after every epoch as for ``guard``, and if the masks folded at
     the end (averaged or not) lost more than that against the original model, the last epoch's masks that
-    did not are folded instead (``info["guard_reverted"]``).
+    did not are folded instead (``info["guard_reverted"]``). ``safety_guard`` (points, this project's option,
+    exclusive with ``guard``) is the same safety net for every run, compatible with ``average``.
     See README "NFT recipes" for the measurements.
     ``amp``: the loss under bfloat16 autocast (masks, regularizer and optimizer stay float32); ``"auto"``
     turns it on for a CPU run where oneDNN has native bfloat16 (AVX-512 BF16 or AMX; off on GPUs and other
@@ -142,6 +143,7 @@ class NFTConfig:
     shrink: float = 0.0
     shrink_fraction: float = 1.0
     guard: float | None = None
+    safety_guard: float | None = None
     average: float = 0.0
     channels_last: bool | None = None
     distributed: bool = True
@@ -193,6 +195,9 @@ class NFT:
             raise ValueError(f"channels_last must be true, false or null (auto), got {c.channels_last!r}")
         if c.average and c.guard is not None:
             raise ValueError("average and guard both choose the folded masks: set one of them")
+        if c.safety_guard is not None and (c.guard is not None or c.safety_guard < 0):
+            raise ValueError(f"safety_guard must be >= 0 points and is exclusive with guard, got safety_guard="
+                             f"{c.safety_guard}, guard={c.guard}")
         self.augmentation = augmentation if augmentation is not None else MixUp(1.0)
         self.eval_data = eval_data
         self.callbacks = list(callbacks)
@@ -255,8 +260,9 @@ class NFT:
             guard_state, avg_state = {}, {}
         metric_key = getattr(adapter, "clean_metric", "acc")
         guard_ref = guard_state.get("ref")
-        guard = c.guard  # the augmentation may ask for one after its first call (``requested_guard``)
-        if c.guard is not None and guard_ref is None:
+        # the augmentation may ask for a safety net after its first call (``requested_guard``)
+        guard = c.guard if c.guard is not None else c.safety_guard
+        if guard is not None and guard_ref is None:
             guard_ref = adapter.evaluate(work, data)[metric_key]
         best_masks = guard_state.get("masks") or {k: v.detach().clone() for k, v in trained.items()}
         best_epoch = guard_state.get("epoch", 0)
@@ -344,8 +350,8 @@ class NFT:
         finally:
             if bar is not None:
                 bar.close()
-        requested = guard_ref is not None and c.guard is None  # the augmentation's guard: a safety net only
-        if guard_ref is not None and not requested:
+        net = guard_ref is not None and c.guard is None  # a safety net only: safety_guard or requested_guard
+        if guard_ref is not None and not net:
             with torch.no_grad():
                 for k, v in best_masks.items():
                     trained[k].copy_(v)
@@ -354,7 +360,7 @@ class NFT:
                 for k, v in avg_sum.items():
                     trained[k].copy_(v / avg_n)
         reverted = False
-        if requested:  # the final masks unless they lost more than ``guard``: then the last epoch that did not
+        if net:  # the final masks unless they lost more than ``guard``: then the last epoch that did not
             was = work.training
             final = adapter.evaluate(work, data)[metric_key]
             work.train(was)
@@ -384,9 +390,10 @@ class NFT:
             "world_size": world_size,
             "guard_reference": guard_ref,
             "guard": guard,
-            "guard_requested": requested,
+            "guard_net": net,
+            "guard_requested": net and c.safety_guard is None,
             "guard_reverted": reverted,
-            "selected_epoch": best_epoch if (guard_ref is not None and not requested) or reverted else epochs,
+            "selected_epoch": best_epoch if (guard_ref is not None and not net) or reverted else epochs,
             "averaged_steps": avg_n,
             "channels_last": bool(channels_last),
             "amp": amp_on,

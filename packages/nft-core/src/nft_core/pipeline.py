@@ -81,6 +81,7 @@ def purify_and_report(
         recipe = "paper (shrink 0)" if not c.shrink else f"NFT+ (shrink {c.shrink:g}, guard {c.guard})"
         asked = (result.info.get("augmentation_stats") or {}).get("fallback_shrink")
         extras = [f"tune_bias={c.tune_bias}" if c.tune_bias else "", f"average={c.average:g}" if c.average else "",
+                  f"safety_guard={c.safety_guard:g}" if c.safety_guard is not None else "",
                   f"shrink {asked:g} asked by the augmentation (no trigger found)" if asked else ""]
         if any(extras):  # the augmentation is in info.augmentation
             recipe += " + " + ", ".join(e for e in extras if e)

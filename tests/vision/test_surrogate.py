@@ -108,6 +108,9 @@ def test_build_augmentation():  # the CLI run: test_augment_extra.py::test_cli_p
     cfg.augmentation.name, cfg.augmentation.options = "surrogate", {"kind": "l2", "eps": 1.5}
     aug = build_augmentation(cfg)
     assert isinstance(aug, SurrogateTrigger) and aug.kind == "l2" and aug.eps == 1.5
+    default = build_augmentation(VisionConfig())  # the vision default: the gated recipe with its fallbacks
+    assert isinstance(default, SurrogateTrigger) and default.kind == "both" and default.rounds_margin == 0.5
+    assert default.fallback_unresolved == "ambiguous" and default.fallback_shrink == 0.03 and not default.target_clean
 
 
 def test_fooling_target_counts_only_flippable_samples(toy):
@@ -425,8 +428,63 @@ def test_fallback_when_the_later_rounds_do_not_beat_round_one():
     for plain in (SurrogateTrigger(**kw), SurrogateTrigger(**kw, fallback_shrink=0.02)):
         xb, *_ = plain.bind(_NaturalAndBackdoor())((x, y), torch.Generator().manual_seed(0))
         assert plain.stats["used"] == "patch" and plain.stats["dominant_class"] == 1 and xb.shape[0] == 2 * len(x)
+    # 'ambiguous': round 2 came within 1 / margin of round 1 (0.2x here, margin 0.15), so it fires too
+    amb = SurrogateTrigger(**kw, fallback_shrink=0.02, fallback_unresolved="ambiguous").bind(_NaturalAndBackdoor())
+    amb((x, y), torch.Generator().manual_seed(0))
+    assert amb.stats["fallback_reason"] == "unresolved" and 0.15 < amb.stats["rounds_ratio"] < 0.3, amb.stats
+    assert "fallback_unresolved='ambiguous'" in repr(amb)
     # a round 2 that wins by the margin is a trigger found: no fallback
     won = SurrogateTrigger(**{**kw, "rounds_margin": 0.3}, fallback_shrink=0.02,
                            fallback_unresolved=True).bind(_NaturalAndBackdoor())
     won((x, y), torch.Generator().manual_seed(0))
     assert won.stats["round"] == 1 and won.stats["used"] == "patch" and won.requested_shrink == 0.0, won.stats
+
+
+class _NaturalAndLargeBackdoor(torch.nn.Module):
+    """Class 2 by default; class 1 once the whole image brightens (a natural flip, about 20 pixels of mask);
+    class 0 once the top-left 8x8 corner brightens a lot (over 100 pixels): round 2 finds class 0 with a mask
+    several times round 1's."""
+
+    def forward(self, x):
+        g, c = x.mean(dim=(1, 2, 3)), x[:, :, :8, :8].mean(dim=(1, 2, 3))
+        return torch.stack([10 * (c - 0.3) + 7, 100 * (g - 0.3) + 9, torch.full_like(g, 10.0)], dim=1)
+
+
+def test_ambiguous_fallback_keeps_a_round_one_that_won_by_the_margin():
+    """``fallback_unresolved="ambiguous"``: a round 2 that needed more than 1 / rounds_margin x round 1's mask
+    leaves round 1 a clear winner, a trigger found (the paper-scale BadNets case: 18.6 vs 257.6 pixels), while
+    ``True`` treats every lost round 2 as no trigger found."""
+    g = torch.Generator().manual_seed(0)
+    off = -0.03 + 0.035 * torch.rand(64, 1, 1, 1, generator=g)
+    x = (0.3 + off + 0.01 * torch.randn(64, 3, 16, 16, generator=g)).clamp(0, 1)
+    y = torch.full((64,), 2)
+    kw = dict(kind="both", steps=150, rounds=2, eps=0.8, l2_steps=30, rounds_margin=0.5, fallback_shrink=0.02)
+    runs = {}
+    for mode in (True, "ambiguous"):
+        aug = SurrogateTrigger(**kw, fallback_unresolved=mode).bind(_NaturalAndLargeBackdoor())
+        runs[mode] = (aug, aug((x, y), torch.Generator().manual_seed(0)))
+    s = runs["ambiguous"][0].stats
+    assert s["class_rounds"] == [1, 0] and s["round"] == 0 and s["rounds_ratio"] > 2, s
+    assert s["used"] == "patch" and runs["ambiguous"][0].requested_shrink == 0.0, s
+    assert runs["ambiguous"][1][0].shape[0] == 2 * len(x)  # MixUp batch + round 1's patch copies
+    assert runs[True][0].stats["fallback_reason"] == "unresolved" and runs[True][1][0].shape == x.shape
+
+
+def test_target_clean_appends_copies_of_the_trigger_class(toy):
+    """``target_clean=k``: k more unmixed copies of the batch's samples of the class the kept trigger points at
+    (with their true labels), after the triggered copies; none without the option."""
+    x, y = _batch(toy, 64)
+    aug = SurrogateTrigger(target_clean=2).bind(toy.model)
+    xb, t, *_ = aug((x, y), torch.Generator().manual_seed(0))
+    assert aug.trigger_class == toy.target, aug.stats
+    n0 = int((y == toy.target).sum())
+    assert n0 > 0 and xb.shape[0] == 2 * len(x) + 2 * n0
+    assert torch.equal(xb[-2 * n0:], torch.cat([x[y == toy.target]] * 2))
+    assert bool((t.a[-2 * n0:] == toy.target).all()) and bool((t.lam[-2 * n0:] == 1).all())
+    assert "target_clean=2" in repr(aug)
+    plain = SurrogateTrigger().bind(toy.model)
+    assert plain((x, y), torch.Generator().manual_seed(0))[0].shape[0] == 2 * len(x)
+    with pytest.raises(ValueError, match="target_clean"):
+        SurrogateTrigger(target_clean=-1)
+    with pytest.raises(ValueError, match="fallback_unresolved"):
+        SurrogateTrigger(kind="both", fallback_shrink=0.02, fallback_unresolved="sometimes")

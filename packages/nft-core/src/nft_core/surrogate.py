@@ -89,8 +89,13 @@ class SurrogateTrigger:
     half the batch a pull of 0.025–0.03 removes it on all three at ACC drops ≤ 2.3, but 0.035 starts a
     collapse (README "SIG: no trigger found"). With one image per class SIG's searches end "unresolved" (both
     rounds on natural classes, 23.4 and 23.5 pixels): NFT with round 1's patch left 87.3% ASR, the fallback 0.6.
-    That condition is opt-in because it also holds where round 1's natural-class patch did remove the backdoor
-    (BadNets at paper scale on the H200: class 7, ASR 1.7) and the fallback there is not measured.
+    ``fallback_unresolved=True`` also holds where round 1's natural-class patch did remove the backdoor (BadNets
+    at paper scale on the H200: class 7 at 18.6 pixels, round 2 class 4 at 257.6; ASR 1.7), and the fallback
+    there is not measured. ``fallback_unresolved="ambiguous"`` (session 14) fires only where round 1 did not win
+    by the margin either: the closest later round that reached the fooling target had at most
+    ``1 / rounds_margin`` × round 1's mask (``stats["rounds_ratio"]``; SIG 1.00, one-shot WaNet 0.63, the H200
+    BadNets 13.9). ``target_clean`` (default 0): that many extra unmixed copies of the batch's samples of the
+    class the kept trigger points at (``trigger_class``), with their true labels, after the triggered copies.
     ``fallback_guard`` (points, default None): with the fallback, also ask NFT for its safety net
     (``requested_guard``): if the folded masks lost more than that much validation accuracy, the last epoch's
     masks that did not are folded instead. Why: the searches disagree on clean models too; on a clean digits
@@ -145,7 +150,11 @@ class SurrogateTrigger:
                  base: Any = None, l2_steps: int | None = None, l2_gate: float = 0.9, rounds: int = 1,
                  clean_fraction: float = 0.0, disjoint: str = "off", disjoint_ratio: float = 2.0,
                  rounds_margin: float = 1.0, fallback_shrink: float = 0.0, fallback_clean_fraction: float | None = None,
-                 fallback_unresolved: bool = False, fallback_guard: float | None = None):
+                 fallback_unresolved: bool | str = False, fallback_guard: float | None = None, target_clean: int = 0):
+        if int(target_clean) != target_clean or target_clean < 0:
+            raise ValueError(f"SurrogateTrigger target_clean must be an integer >= 0 (extra clean copies of the "
+                             f"trigger class's samples), got {target_clean!r}")
+        self.target_clean = int(target_clean)
         if not 0 < rounds_margin <= 1:
             raise ValueError(f"SurrogateTrigger rounds_margin must be in (0, 1], got {rounds_margin}")
         if fallback_shrink < 0 or (fallback_shrink and kind != "both"):
@@ -155,7 +164,11 @@ class SurrogateTrigger:
             raise ValueError(f"SurrogateTrigger fallback_clean_fraction must be in [0, 1] or None, got "
                              f"{fallback_clean_fraction}")
         self.rounds_margin, self.fallback_shrink = float(rounds_margin), float(fallback_shrink)
-        self.fallback_clean_fraction, self.fallback_unresolved = fallback_clean_fraction, bool(fallback_unresolved)
+        if fallback_unresolved not in (False, True, "ambiguous"):
+            raise ValueError(f"SurrogateTrigger fallback_unresolved must be False, True or 'ambiguous', got "
+                             f"{fallback_unresolved!r}")
+        self.fallback_clean_fraction = fallback_clean_fraction
+        self.fallback_unresolved: bool | str = fallback_unresolved
         if fallback_guard is not None and fallback_guard < 0:
             raise ValueError(f"SurrogateTrigger fallback_guard must be >= 0 points or None, got {fallback_guard}")
         self.fallback_guard = None if fallback_guard is None else float(fallback_guard)
@@ -210,6 +223,15 @@ class SurrogateTrigger:
         self.mask2 = self.pattern2 = None
         self.fallback, self.requested_shrink, self.requested_guard = False, 0.0, None
         return self
+
+    @property
+    def trigger_class(self) -> int | None:
+        """The class the kept triggers send the batch to (``None`` before the search or after the fallback)."""
+        if not self.searched or self.fallback:
+            return None
+        if self.kind == "l2" or self.use == ("l2",):
+            return int(self.stats["dominant_class" if self.kind == "l2" else "l2_dominant_class"])
+        return int(self.stats["dominant_class"])
 
     @property
     def searched(self) -> bool:
@@ -291,8 +313,12 @@ class SurrogateTrigger:
         self.stats["used"] = "+".join(self.use)
         # no trigger found: the searches disagree (a kept L2 trigger elsewhere), or the later rounds ran (the L2
         # search marked round 1's class as a natural direction) and none beat round 1 by the margin
-        reason = ("disagree" if l2 and not patch else "unresolved"
-                  if self.fallback_unresolved and len(found) > 1 and self.stats.get("round") == 0 else None)
+        unresolved = bool(self.fallback_unresolved) and len(found) > 1 and self.stats.get("round") == 0
+        if unresolved and self.fallback_unresolved == "ambiguous":
+            # only where round 1 did not win by the margin either: a later round that reached the fooling target
+            # with a mask within 1 / rounds_margin of round 1's
+            unresolved = self.stats.get("rounds_ratio", float("inf")) <= 1 / self.rounds_margin
+        reason = "disagree" if l2 and not patch else "unresolved" if unresolved else None
         if reason and self.fallback_shrink:
             self.use, self.fallback, self.requested_shrink = (), True, self.fallback_shrink
             self.requested_guard = self.fallback_guard
@@ -341,6 +367,9 @@ class SurrogateTrigger:
         if self.rounds > 1:
             self.stats.update(round=found.index(best), class_rounds=[f["cls"] for f in found],
                               mask_l1_rounds=[round(f["l1"], 2) for f in found])
+            later = [f["l1"] for f in found[1:] if f["stats"]["reached"]]
+            if later and found[0]["stats"]["reached"]:  # the closest later round, as a multiple of round 1's mask
+                self.stats["rounds_ratio"] = round(min(later) / max(found[0]["l1"], 1e-12), 4)
 
     def _search_per_class(self, model: nn.Module, x: Tensor, y: Tensor) -> None:
         with torch.no_grad():
@@ -423,6 +452,12 @@ class SurrogateTrigger:
         kc = round(clean * n)  # unmixed clean copies (true labels) of the first kc samples
         xts = self._triggered(x[:k]) + [x[:kc]] * bool(kc)
         yts = [y[:k]] * (len(xts) - bool(kc)) + [y[:kc]] * bool(kc)
+        cls = self.trigger_class
+        if self.target_clean and cls is not None and bool((y == cls).any()):
+            # extra unmixed copies of the trigger class's own samples: its clean evidence, which every triggered
+            # copy tells the masks to distrust, is what the purified model loses first
+            xts += [x[y == cls]] * self.target_clean
+            yts += [y[y == cls]] * self.target_clean
         based = self.base(batch, generator)
         if not xts:  # the gate's fallback: the base augmentation alone
             return based
@@ -444,6 +479,8 @@ class SurrogateTrigger:
             knob += f", rounds={self.rounds}"
         if self.clean_fraction:
             knob += f", clean_fraction={self.clean_fraction:g}"
+        if self.target_clean:
+            knob += f", target_clean={self.target_clean}"
         if self.disjoint != "off":
             knob += f", disjoint={self.disjoint}, disjoint_ratio={self.disjoint_ratio:g}"
         if self.rounds_margin != 1:
@@ -453,7 +490,7 @@ class SurrogateTrigger:
             if self.fallback_clean_fraction is not None:
                 knob += f", fallback_clean_fraction={self.fallback_clean_fraction:g}"
             if self.fallback_unresolved:
-                knob += ", fallback_unresolved=True"
+                knob += f", fallback_unresolved={self.fallback_unresolved!r}"
             if self.fallback_guard is not None:
                 knob += f", fallback_guard={self.fallback_guard:g}"
         return (f"SurrogateTrigger(kind={self.kind}, search={self.search}, {knob}, steps={self.steps}, "

@@ -113,11 +113,12 @@ VISION_RECIPES = {"surrogate": {"tune_bias": "last", "average": 0.3, "amp": "aut
 #: disjoint patch"); since session 13 a later round must have under half round 1's mask (``rounds_margin``), and
 #: where the two searches point at different classes with the L2 trigger kept, no triggered copies but a shrink
 #: pull and clean copies, with NFT's guard as a safety net (``fallback_shrink``, ``fallback_clean_fraction``,
-#: ``fallback_guard``; README "SIG: no trigger found").
+#: ``fallback_guard``; README "SIG: no trigger found"); since session 14 the same fallback where the two patch
+#: rounds ran and neither won by the margin (``fallback_unresolved="ambiguous"``, README "SIG: no trigger found").
 #: Under ``nft+``/``paper`` it means mixup.
 SURROGATE_AUGMENTATION = {"kind": "both", "fooling_target": 0.99, "rounds": 2, "disjoint": "alone",
                           "rounds_margin": 0.5, "fallback_shrink": 0.03, "fallback_clean_fraction": 0.5,
-                          "fallback_guard": 3.0}
+                          "fallback_guard": 3.0, "fallback_unresolved": "ambiguous"}
 
 
 @dataclass

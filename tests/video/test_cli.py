@@ -31,7 +31,12 @@ def test_default_purify_writes_run_directory(cache, capsys):
     files = {p.name for p in out.iterdir()}
     assert {"purified.safetensors", "masks.safetensors", "report.json", "report.md", "config.resolved.py"} <= files
     rep = json.loads((out / "report.json").read_text())
-    assert {"acc", "asr", "lcr"} <= set(rep["before"]) and rep["recipe"].startswith("NFT+")
+    assert {"acc", "asr", "lcr"} <= set(rep["before"])
+    # the default recipe (session 14): the paper's NFT + every masked bias + averaging, the per-class surrogate
+    assert rep["recipe"] == "paper (shrink 0) + tune_bias=True, average=0.3", rep["recipe"]
+    assert "search=per_class" in rep["info"]["augmentation"] and "VideoMixUp" in rep["info"]["augmentation"]
+    stats = rep["info"]["augmentation_stats"]
+    assert set(stats["mask_l1_per_class"]) == {"0", "1", "2"} and stats["target_class"] in (0, 1, 2), stats
     assert rep["task"] == "video" and any("lstm" in s for s in rep["info"]["mask_sites"])
     assert "| asr |" in capsys.readouterr().out
     assert main(["purify", "--quiet", "--out", str(cache / "run2"), "--cfg-options", *TINY]) == 0  # cached model

@@ -1,5 +1,6 @@
 """The surrogate trigger on clips (B, T, C, H, W) and its video config name (README "NFT recipes")."""
 
+import pytest
 import torch
 
 from nft_core import SurrogateTrigger
@@ -27,3 +28,30 @@ def test_clips_get_one_static_patch_on_every_frame_and_video_builds_it():
     cfg.augmentation.name, cfg.augmentation.options = "surrogate", {"kind": "l2", "eps": 1.0}
     built = build_video_augmentation(cfg)
     assert isinstance(built, SurrogateTrigger) and "VideoMixUp" in repr(built.base) and built.eps == 1.0
+
+
+def test_the_default_recipe_is_the_per_class_surrogate_and_auto_follows_the_recipe():
+    """Session 14: ``defense.recipe=surrogate`` (the default) resolves to the paper's NFT + every masked bias +
+    averaging + 120 epochs, and ``augmentation.name=auto`` to the per-class surrogate with a disjoint second
+    patch; under ``nft+`` and ``paper`` auto means video MixUp, and options merge over the defaults."""
+    from nft_core.errors import ConfigError
+    from nft_video.augment import VideoMixUp
+    from nft_video.config import VideoConfig
+    from nft_video.workflow import build_augmentation as build_video_augmentation
+
+    cfg = VideoConfig()
+    opts = cfg.defense.resolved_options()
+    assert opts["tune_bias"] is True and opts["average"] == 0.3 and opts["epochs"] == 120 and "shrink" not in opts
+    aug = build_video_augmentation(cfg)
+    assert isinstance(aug, SurrogateTrigger) and aug.search == "per_class" and aug.steps == 200
+    assert aug.disjoint == "alone" and aug.clean_fraction == 0.5 and isinstance(aug.base, VideoMixUp)
+    cfg.augmentation.options = {"steps": 30}
+    assert build_video_augmentation(cfg).steps == 30 and build_video_augmentation(cfg).search == "per_class"
+    cfg.augmentation.options = {}
+    for recipe in ("nft+", "paper"):
+        cfg.defense.recipe = recipe
+        assert isinstance(build_video_augmentation(cfg), VideoMixUp)
+        assert "tune_bias" not in cfg.defense.resolved_options()
+    cfg.defense.recipe = "best"
+    with pytest.raises(ConfigError, match="surrogate"):
+        cfg.defense.resolved_options()

@@ -112,17 +112,26 @@ def build_attack(cfg: VideoConfig, num_classes: int, name: str | None = None):
         raise NFTInputError(f"attack {name}: {e}") from e
 
 
-def build_augmentation(cfg: VideoConfig):
+def build_augmentation(cfg: VideoConfig, recipe: str | None = None):
+    """NFT's augmentation from ``cfg.augmentation``; ``auto`` follows the NFT recipe in effect (``recipe``, by
+    default ``cfg.defense.recipe``): the surrogate trigger for ``surrogate``, video MixUp otherwise."""
     from nft_core import NoAugmentation, SurrogateTrigger
 
     from .augment import Compose, TemporalJitter, VideoCutMix, VideoMixUp
+    from .config import SURROGATE_AUGMENTATION
 
     def surrogate(**options):  # this project's option (README "NFT recipes"), on top of video MixUp
         return SurrogateTrigger(base=VideoMixUp(), **options)
 
     table = {"mixup": VideoMixUp, "cutmix": VideoCutMix, "surrogate": surrogate, "none": NoAugmentation}
     a = cfg.augmentation
-    aug = build_from_table(table, a.name, a.options)
+    name, options = a.name, dict(a.options)
+    if name == "auto":
+        if (recipe or cfg.defense.recipe) == "surrogate":
+            name, options = "surrogate", {**SURROGATE_AUGMENTATION, **options}
+        else:
+            name = "mixup"
+    aug = build_from_table(table, name, options)
     return Compose(TemporalJitter(a.jitter), aug) if a.jitter else aug
 
 

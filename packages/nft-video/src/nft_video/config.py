@@ -72,8 +72,8 @@ class TrainConfig:
     jitter: int = 0
 
 
-#: This project's video recipe (session 14, README "The video default: the per-class surrogate"): the paper's
-#: NFT with every masked layer's bias tuned (``tune_bias=True``: BatchNorm's beta and the LSTM/classifier
+#: This project's video recipe (session 14; packages/nft-video/README.md, "The default since session 14"):
+#: the paper's NFT with every masked layer's bias tuned (``tune_bias=True``: BatchNorm's beta and the LSTM/classifier
 #: biases; with only the output bias even the attack's real trigger cost 8.3 ACC points on the generated
 #: clips, with all of them 5.0), mask averaging over the last 30% of the steps, and 120 epochs.
 VIDEO_RECIPES = {"surrogate": {"tune_bias": True, "average": 0.3, "epochs": 120}}

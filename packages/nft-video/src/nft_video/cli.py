@@ -1,6 +1,6 @@
 """``nft-video``: backdoor, purify, evaluate and benchmark action-recognition models.
 
-    nft-video purify                        # embedded default: synthetic clips + patch trigger + NFT+
+    nft-video purify                        # embedded default: synthetic clips + patch trigger + NFT (surrogate recipe)
     nft-video attack --cfg ucf101 --cfg-options data.root=data/UCF-101 --out runs/ucf-patch
     nft-video purify --model cnn_lstm_small --checkpoint suspect.safetensors \\
         --val val.npz --test test.npz --poisoned poisoned.npz --target 0 --out runs/mine

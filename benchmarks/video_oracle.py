@@ -46,6 +46,25 @@ class Oracle:
         return (torch.cat([xm, self.attack.apply(x), x[:kc]]), target, *rest)
 
 
+def mask_in_trigger(aug, attack) -> list[dict] | None:
+    """For each patch the surrogate kept: its area and how much of it lies on the pixels the attack writes (the
+    pixels it overwrites: where stamping a black and a white clip gives the same value; none for a blend);
+    ``None`` for the oracle."""
+    if getattr(aug, "mask", None) is None:
+        return None
+    x = torch.zeros(1, 2, 3, *aug.mask.shape[-2:])
+    region = (attack.apply(torch.zeros_like(x)) == attack.apply(torch.ones_like(x)))[0, 0].all(0).float()
+    patches = [("patch", aug.mask)] + [("disjoint", aug.mask2)] * (aug.mask2 is not None)
+    patches += [(f"disjoint{i + 2}", m) for i, (m, _) in enumerate(getattr(aug, "disjoint_extra", []))]
+    patches += [(f"refresh{i}", t[1]) for i, t in enumerate(getattr(aug, "refreshed", [])) if t[0] == "patch"]
+    rows = []
+    for name, m in patches:
+        m = m.detach().reshape(m.shape[-2:])
+        rows.append({"which": name, "area": round(float(m.sum()), 2),
+                     "in_trigger": round(float((m * region).sum()), 2), "trigger_px": int(region.sum())})
+    return rows
+
+
 def main() -> None:
     args = sys.argv[1:]
     clean = 0.0
@@ -65,7 +84,8 @@ def main() -> None:
     d = purify_and_diagnose(defense, run, ad)
     after, seconds = d["after"], d["seconds"]
     result = {"mode": mode, "options": options, "clean_fraction": clean, "before": before, "after": after, "nft_s": seconds,
-              "search": d["result"].info.get("augmentation_stats"), "history": d["history"]}
+              "search": d["result"].info.get("augmentation_stats"), "history": d["history"],
+              "mask_in_trigger": mask_in_trigger(aug, run.attack)}
     with open(out, "w") as f:
         json.dump(result, f, indent=1, default=str)
     print(f"{mode}: ASR {before['asr']:.1f} -> {after['asr']:.1f}, ACC {before['acc']:.2f} -> {after['acc']:.2f}, "

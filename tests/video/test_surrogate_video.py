@@ -55,3 +55,27 @@ def test_the_default_recipe_is_the_per_class_surrogate_and_auto_follows_the_reci
     cfg.defense.recipe = "best"
     with pytest.raises(ConfigError, match="surrogate"):
         cfg.defense.resolved_options()
+
+
+def test_oracle_benchmark_measures_how_much_of_each_kept_patch_lies_on_the_real_trigger():
+    """``benchmarks/video_oracle.py``'s diagnosis: the area of every kept patch and its part on the pixels the
+    patch attack overwrites (none for the blend, which overwrites nothing)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from video_oracle import mask_in_trigger
+
+    from nft_video.attacks import BlendTrigger, PatchTrigger
+
+    aug = SurrogateTrigger(kind="patch", disjoint="alone")
+    assert mask_in_trigger(aug, PatchTrigger()) is None  # nothing searched yet
+    aug.mask = torch.zeros(1, 1, 1, 32, 32)
+    aug.mask[..., 27:29, 27:31] = 1.0  # half of the 4×4 checkerboard at rows/cols 27–30
+    aug.mask[..., 0, 0] = 0.5
+    aug.mask2 = torch.zeros(1, 1, 1, 32, 32)
+    aug.mask2[..., 29:31, 27:31] = 0.5
+    rows = mask_in_trigger(aug, PatchTrigger())
+    assert rows == [{"which": "patch", "area": 8.5, "in_trigger": 8.0, "trigger_px": 16},
+                    {"which": "disjoint", "area": 4.0, "in_trigger": 4.0, "trigger_px": 16}]
+    assert mask_in_trigger(aug, BlendTrigger())[0]["trigger_px"] == 0

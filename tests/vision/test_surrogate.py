@@ -488,3 +488,119 @@ def test_target_clean_appends_copies_of_the_trigger_class(toy):
         SurrogateTrigger(target_clean=-1)
     with pytest.raises(ValueError, match="fallback_unresolved"):
         SurrogateTrigger(kind="both", fallback_shrink=0.02, fallback_unresolved="sometimes")
+
+
+class _MovingSpot(torch.nn.Module):
+    """Class 0 wins when a 2×2 spot at ``where`` ("tl", "br") is mostly white, or never (``None``): a stand-in for
+    the backdoor the masks leave behind, which may answer to other pixels than the first search found."""
+
+    def __init__(self):
+        super().__init__()
+        self.where: str | None = "tl"
+
+    def forward(self, x):
+        spot = {"tl": x[:, :, :2, :2], "br": x[:, :, -2:, -2:]}.get(self.where)
+        s = spot.mean(dim=(1, 2, 3)) if spot is not None else 0 * x.mean(dim=(1, 2, 3))
+        return torch.stack([10 * (s - 0.3) + 6, torch.full_like(s, 10.0), torch.full_like(s, 9.0)], dim=1)
+
+
+def test_refresh_searches_the_model_again_and_keeps_a_new_patch_that_still_works():
+    """``refresh_every=k``: every k calls after the first, a targeted search toward the trigger's class against
+    the model as it is then; a patch that reaches the fooling target within ``refresh_ratio`` × the first mask is
+    appended to the triggers, one that does not is recorded and dropped."""
+    g = torch.Generator().manual_seed(0)
+    x = 0.3 + 0.01 * torch.randn(32, 3, 16, 16, generator=g)
+    y = torch.ones(32, dtype=torch.long)
+    model = _MovingSpot()
+    aug = SurrogateTrigger(kind="patch", steps=200, refresh_every=2).bind(model)
+    n = len(x)
+    assert aug((x, y), g)[0].shape[0] == 2 * n and aug.trigger_class == 0  # call 0: the search (top-left)
+    assert float(aug.mask[..., :2, :2].sum()) > 3 and "refresh" not in aug.stats
+    model.where = "br"  # the backdoor moved: the first patch no longer flips anything
+    assert aug((x, y), g)[0].shape[0] == 2 * n and "refresh" not in aug.stats  # call 1: no refresh yet
+    xb, t, *_ = aug((x, y), g)  # call 2: the re-search finds the bottom-right spot
+    (row,) = aug.stats["refresh"]
+    assert row["step"] == 2 and row["reached"] and row["kept"] and row["overlap"] < 0.1, row
+    ((kind, m, p),) = aug.refreshed
+    assert kind == "patch"
+    assert float(m[..., -2:, -2:].sum()) > 3 and float(m[..., :2, :2].sum()) < 0.5
+    assert xb.shape[0] == 3 * n and torch.equal(t.a[n:], y.repeat(2)) and torch.all(t.lam[n:] == 1)
+    with torch.no_grad():
+        assert bool((model(xb[2 * n:]).argmax(1) == 0).all())  # the new copies carry the backdoor that is left
+    assert aug.stats["dominant_class"] == 0 and float(aug.mask[..., :2, :2].sum()) > 3  # the first trigger stays
+    model.where = None  # purified: the next re-search reaches nothing and adds nothing
+    aug((x, y), g)
+    xb, *_ = aug((x, y), g)
+    assert aug.stats["refresh"][-1] == {**aug.stats["refresh"][-1], "step": 4, "reached": False, "kept": False}
+    assert len(aug.refreshed) == 1 and xb.shape[0] == 3 * n
+    assert "refresh_every=2" in repr(aug)
+    aug.bind(model)  # a new run forgets the re-searched patches
+    assert aug.refreshed == [] and aug.calls == 0
+    for bad in (dict(refresh_every=-1), dict(refresh_every=1.5), dict(refresh_every=2, kind="l2"),
+                dict(refresh_ratio=0)):
+        with pytest.raises(ValueError, match="refresh"):
+            SurrogateTrigger(**bad)
+
+
+def test_refresh_re_searches_a_kept_l2_trigger_too():
+    """With ``kind="both"`` keeping patch and L2 trigger, a re-search runs both searches again; on a model whose
+    shortcut is still there both are kept (two more copies); once it is gone, neither."""
+    g = torch.Generator().manual_seed(0)
+    x = 0.3 + 0.01 * torch.randn(32, 3, 16, 16, generator=g)
+    y = torch.ones(32, dtype=torch.long)
+
+    class Switch(_BrightnessShortcut):
+        on = True
+
+        def forward(self, x):
+            return super().forward(x) if self.on else super().forward(0 * x + 0.3)
+
+    model = Switch()
+    aug = SurrogateTrigger(kind="both", l2_steps=30, refresh_every=1).bind(model)
+    n = len(x)
+    assert aug((x, y), g)[0].shape[0] == 3 * n and aug.stats["used"] == "patch+l2"
+    xb, *_ = aug((x, y), g)
+    (row,) = aug.stats["refresh"]
+    assert row["kept"] and row["l2_kept"] and row["l2_class"] == 0 and row["l2_fooling"] >= 0.9, row
+    assert [t[0] for t in aug.refreshed] == ["patch", "l2"] and xb.shape[0] == 5 * n
+    assert torch.allclose(xb[4 * n:], (x + aug.refreshed[1][1]).clamp(0, 1))
+    model.on = False
+    xb, *_ = aug((x, y), g)
+    row = aug.stats["refresh"][-1]
+    assert not row["kept"] and not row["l2_kept"] and len(aug.refreshed) == 2 and xb.shape[0] == 5 * n, row
+
+
+class _ThreeSpots(torch.nn.Module):
+    """Class 0 wins when any of three 2×2 corner spots (top-left, bottom-right, top-right) is mostly white."""
+
+    def forward(self, x):
+        s = torch.stack([x[:, :, :2, :2], x[:, :, -2:, -2:], x[:, :, :2, -2:]]).mean(dim=(2, 3, 4)).amax(0)
+        return torch.stack([10 * (s - 0.3) + 6, torch.full_like(s, 10.0), torch.full_like(s, 9.0)], dim=1)
+
+
+def test_disjoint_count_keeps_more_disjoint_patches_while_they_work():
+    """``disjoint_count=k``: up to k disjoint patches, each barred from every earlier kept patch's pixels; the
+    searches stop at the first that is not kept (here the fourth: three spots, three patches)."""
+    g = torch.Generator().manual_seed(0)
+    x = 0.3 + 0.01 * torch.randn(32, 3, 16, 16, generator=g)
+    y = torch.ones(32, dtype=torch.long)
+    aug = SurrogateTrigger(kind="patch", steps=300, disjoint="alone", disjoint_count=3).bind(_ThreeSpots())
+    xb, t, *_ = aug((x, y), torch.Generator().manual_seed(0))
+    third, fourth = aug.stats["disjoint_more"]
+    assert aug.stats["disjoint_kept"] and third["kept"] and third["overlap"] < 0.1, aug.stats
+    assert not fourth["kept"] and not fourth["reached"] and len(aug.disjoint_extra) == 1, aug.stats
+    masks = [aug.mask, aug.mask2, aug.disjoint_extra[0][0]]
+    corners = [(slice(0, 2), slice(0, 2)), (slice(-2, None), slice(-2, None)), (slice(0, 2), slice(-2, None))]
+    owner = [max(range(3), key=lambda i: float(masks[i][..., r, c].sum())) for r, c in corners]
+    assert sorted(owner) == [0, 1, 2], owner  # each patch took its own corner
+    n = len(x)
+    assert xb.shape[0] == 4 * n and torch.equal(t.a[n:], y.repeat(3))
+    m, p = aug.disjoint_extra[0]
+    assert torch.allclose(xb[3 * n:], (1 - m) * x + m * p) and "disjoint_count=3" in repr(aug)
+    # the default (one disjoint patch) runs no further search
+    aug = SurrogateTrigger(kind="patch", steps=300, disjoint="alone").bind(_ThreeSpots())
+    xb, *_ = aug((x, y), torch.Generator().manual_seed(0))
+    assert aug.stats["disjoint_kept"] and "disjoint_more" not in aug.stats and xb.shape[0] == 3 * n
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match="disjoint_count"):
+            SurrogateTrigger(disjoint_count=bad)

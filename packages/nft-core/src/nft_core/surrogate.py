@@ -138,6 +138,19 @@ class SurrogateTrigger:
     2.2–3.7% ASR. A class whose flip needs the first patch's pixels (a natural feature, or a trigger with no
     spare part) gets no second patch: barred from them, the search needs a larger mask than the ratio allows.
     ``stats`` adds ``disjoint_mask_l1``, ``disjoint_reached``, ``disjoint_kept`` and ``disjoint_overlap``.
+    ``disjoint_count`` (default 1): after a kept disjoint patch, up to ``disjoint_count - 1`` more, each barred
+    from every kept patch's pixels and kept by the same rule; the searches stop at the first that is not kept
+    (``stats["disjoint_more"]``: one row per further search).
+
+    ``refresh_every`` (default 0, never): every ``refresh_every`` calls after the first (one call per NFT step),
+    search again against the model being tuned *as it is then*, toward the kept trigger's class: a targeted
+    patch search (kept if it reaches the fooling target with at most ``refresh_ratio`` × the first mask's area)
+    and, with a kept L2 trigger, the L2 search (kept if it flips ``l2_gate`` of the batch toward that class).
+    Kept re-searches are appended to the triggers for the rest of the run (``stats["refresh"]``: one row per
+    re-search). The idea, from trigger-inversion-and-unlearning loops (BTI-DBF(U), Xu et al., ICLR 2024):
+    what the masks leave of the backdoor may answer to other pixels than the first search found. Measured on
+    the video default it kept nothing: the masked model's remaining backdoor needed 3–13× the first mask
+    (README "NFT recipes"), so it stays off by default.
 
     Shapes: ``x`` float (B, C, H, W) images or (B, T, C, H, W) clips in [0, 1] (for clips the patch — mask
     and pattern — is the same on every frame, like a static video trigger); ``y`` class ids (B,). Loss:
@@ -150,7 +163,20 @@ class SurrogateTrigger:
                  base: Any = None, l2_steps: int | None = None, l2_gate: float = 0.9, rounds: int = 1,
                  clean_fraction: float = 0.0, disjoint: str = "off", disjoint_ratio: float = 2.0,
                  rounds_margin: float = 1.0, fallback_shrink: float = 0.0, fallback_clean_fraction: float | None = None,
-                 fallback_unresolved: bool | str = False, fallback_guard: float | None = None, target_clean: int = 0):
+                 fallback_unresolved: bool | str = False, fallback_guard: float | None = None, target_clean: int = 0,
+                 refresh_every: int = 0, refresh_ratio: float = 2.0, disjoint_count: int = 1):
+        if int(disjoint_count) != disjoint_count or disjoint_count < 1:
+            raise ValueError(f"SurrogateTrigger disjoint_count must be an integer >= 1 (the most disjoint patches "
+                             f"kept), got {disjoint_count!r}")
+        self.disjoint_count = int(disjoint_count)
+        self.disjoint_extra: list[tuple[Tensor, Tensor]] = []  # the disjoint patches after the first
+        if int(refresh_every) != refresh_every or refresh_every < 0 or (refresh_every and kind == "l2") or refresh_ratio <= 0:
+            raise ValueError(f"SurrogateTrigger refresh_every must be an integer >= 0 (NFT steps between two "
+                             f"re-searches, 0 = never; patch kinds only) and refresh_ratio > 0, got "
+                             f"refresh_every={refresh_every!r}, refresh_ratio={refresh_ratio}, kind={kind!r}")
+        self.refresh_every, self.refresh_ratio = int(refresh_every), float(refresh_ratio)
+        self.refreshed: list[tuple] = []  # every kept re-search: ("patch", mask, pattern) or ("l2", delta)
+        self.calls = 0
         if int(target_clean) != target_clean or target_clean < 0:
             raise ValueError(f"SurrogateTrigger target_clean must be an integer >= 0 (extra clean copies of the "
                              f"trigger class's samples), got {target_clean!r}")
@@ -222,6 +248,7 @@ class SurrogateTrigger:
         self.model, self.mask, self.pattern, self.delta, self.stats, self.use = model, None, None, None, {}, ()
         self.mask2 = self.pattern2 = None
         self.fallback, self.requested_shrink, self.requested_guard = False, 0.0, None
+        self.refreshed, self.calls, self.disjoint_extra = [], 0, []
         return self
 
     @property
@@ -256,7 +283,44 @@ class SurrogateTrigger:
         no gate ran; none after the gate's fallback)."""
         if self.fallback:
             return []
-        return [self.apply(x, w) for w in (self.use or (None,))]
+        again = [(1 - t[1].to(x)) * x + t[1].to(x) * t[2].to(x) if t[0] == "patch" else (x + t[1].to(x)).clamp(0, 1)
+                 for t in self.refreshed]
+        more = [(1 - m.to(x)) * x + m.to(x) * p.to(x) for m, p in self.disjoint_extra]
+        return [self.apply(x, w) for w in (self.use or (None,))] + more + again
+
+    def _refresh(self, x: Tensor, y: Tensor) -> None:
+        """``refresh_every``: search again against the model *as it is now* (the masks tuned so far), toward the
+        kept trigger's class. A kept patch: a targeted patch search on this batch's samples of other classes,
+        appended to the triggers if it reaches the fooling target with at most ``refresh_ratio`` × the first
+        mask's area. A kept L2 trigger: the L2 search again, appended if it flips ``l2_gate`` of the batch and
+        sends it to the same class. One row per re-search in ``stats["refresh"]``."""
+        cls, row = self.trigger_class, {"step": self.calls}
+        keep = None if cls is None else y != cls
+        rows = self.stats.setdefault("refresh", [])
+        if keep is None or not bool(keep.any()):
+            rows.append({**row, "searched": False})
+            return
+        x = x.detach()
+        with frozen_model(self.model) as model, torch.enable_grad():
+            if "patch" in (self.use or ("patch",)):
+                first = (self.mask, self.pattern, self.stats)
+                self._search_patch(model, x[keep], y[keep], target=cls)
+                new, reached = (self.mask, self.pattern), self.stats["reached"] or self.fooling_target is None
+                self.mask, self.pattern, self.stats = first
+                area = float(new[0].sum())
+                kept = bool(reached) and area <= self.refresh_ratio * float(first[0].sum())
+                if kept:
+                    self.refreshed.append(("patch", *new))
+                row.update(mask_l1=round(area, 2), reached=bool(reached), kept=kept,
+                           overlap=round(float((new[0] * first[0]).sum()), 2))
+            if "l2" in self.use:
+                d = self._search_l2(model, x, y)
+                out = self._outcome(model, (x + d).clamp(0, 1), y)
+                kept = out["fooling"] >= self.l2_gate and out["dominant_class"] == cls
+                if kept:
+                    self.refreshed.append(("l2", d))
+                row.update(l2_fooling=round(out["fooling"], 4), l2_class=out["dominant_class"], l2_kept=kept)
+        rows.append(row)
 
     def _search_l2(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         d = torch.zeros_like(x[:1])
@@ -343,6 +407,21 @@ class SurrogateTrigger:
             self.mask2, self.pattern2 = new
             self.use = (self.use or ("patch",)) + ("disjoint",)
             self.stats["used"] = "+".join(self.use)
+        rows = []
+        while kept and len(self.disjoint_extra) + 1 < self.disjoint_count:
+            # ``disjoint_count``: one more patch toward the same class, barred from every kept patch's pixels
+            taken = torch.stack([first[0], self.mask2, *(m for m, _ in self.disjoint_extra)]).amax(0)
+            self._search_patch(model, x[keep], y[keep], target=target, allowed=(taken <= 0.1).to(taken))
+            new, reached = (self.mask, self.pattern), self.stats["reached"] or self.fooling_target is None
+            self.mask, self.pattern, self.stats = first
+            area = float(new[0].sum())
+            kept = bool(reached) and area <= self.disjoint_ratio * float(first[0].sum())
+            rows.append({"mask_l1": round(area, 2), "reached": bool(reached), "kept": kept,
+                         "overlap": round(float((new[0] * taken).sum()), 2)})
+            if kept:
+                self.disjoint_extra.append(new)
+        if rows:
+            self.stats["disjoint_more"] = rows
 
     def _search_rounds(self, model: nn.Module, x: Tensor, y: Tensor, found: list[dict], rounds: int) -> None:
         """Untargeted patch searches until ``found`` holds ``rounds`` of them; round r may not use the classes
@@ -444,6 +523,9 @@ class SurrogateTrigger:
                              f"{tuple(x.shape)}")
         if not self.searched:
             self._search(x, y)
+        elif self.refresh_every and self.calls % self.refresh_every == 0:
+            self._refresh(x, y)
+        self.calls += 1
         n = x.shape[0]
         k = max(1, round(self.fraction * n))  # the first k samples get a triggered copy (the batch is shuffled)
         clean = self.clean_fraction
@@ -481,8 +563,12 @@ class SurrogateTrigger:
             knob += f", clean_fraction={self.clean_fraction:g}"
         if self.target_clean:
             knob += f", target_clean={self.target_clean}"
+        if self.refresh_every:
+            knob += f", refresh_every={self.refresh_every}, refresh_ratio={self.refresh_ratio:g}"
         if self.disjoint != "off":
             knob += f", disjoint={self.disjoint}, disjoint_ratio={self.disjoint_ratio:g}"
+            if self.disjoint_count > 1:
+                knob += f", disjoint_count={self.disjoint_count}"
         if self.rounds_margin != 1:
             knob += f", rounds_margin={self.rounds_margin:g}"
         if self.fallback_shrink:

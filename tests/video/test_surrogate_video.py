@@ -44,7 +44,7 @@ def test_the_default_recipe_is_the_per_class_surrogate_and_auto_follows_the_reci
     assert opts["tune_bias"] is True and opts["average"] == 0.3 and opts["epochs"] == 120 and "shrink" not in opts
     aug = build_video_augmentation(cfg)
     assert isinstance(aug, SurrogateTrigger) and aug.search == "per_class" and aug.steps == 200
-    assert aug.disjoint == "alone" and aug.clean_fraction == 0.5 and isinstance(aug.base, VideoMixUp)
+    assert aug.disjoint == "alone" and aug.disjoint_count == 3 and aug.clean_fraction == 0.5 and isinstance(aug.base, VideoMixUp)
     cfg.augmentation.options = {"steps": 30}
     assert build_video_augmentation(cfg).steps == 30 and build_video_augmentation(cfg).search == "per_class"
     cfg.augmentation.options = {}

@@ -80,8 +80,10 @@ VIDEO_RECIPES = {"surrogate": {"tune_bias": True, "average": 0.3, "epochs": 120}
 
 #: What ``augmentation.name="auto"`` means under ``defense.recipe="surrogate"``: Neural Cleanse's per-class
 #: patch search (200 steps per class; the untargeted search never found the clips' target class), a second,
-#: disjoint patch toward the winning class, and unmixed clean copies of half the batch, on top of video MixUp.
-SURROGATE_AUGMENTATION = {"search": "per_class", "steps": 200, "disjoint": "alone", "clean_fraction": 0.5}
+#: disjoint patch toward the winning class (up to three since session 15, each barred from the earlier patches'
+#: pixels), and unmixed clean copies of half the batch, on top of video MixUp.
+SURROGATE_AUGMENTATION = {"search": "per_class", "steps": 200, "disjoint": "alone", "disjoint_count": 3,
+                          "clean_fraction": 0.5}
 
 
 @dataclass

@@ -149,8 +149,9 @@ class SurrogateTrigger:
     Kept re-searches are appended to the triggers for the rest of the run (``stats["refresh"]``: one row per
     re-search). The idea, from trigger-inversion-and-unlearning loops (BTI-DBF(U), Xu et al., ICLR 2024):
     what the masks leave of the backdoor may answer to other pixels than the first search found. Measured on
-    the video default it kept nothing: the masked model's remaining backdoor needed 3–13× the first mask
-    (README "NFT recipes"), so it stays off by default.
+    the video default and on digits/Blend it kept nothing: against the masked model the patch search needed
+    3–17× the first mask (``packages/nft-video/README.md`` "Session 15", README "Blend seeds 1 and 2"), so it
+    stays off by default.
 
     Shapes: ``x`` float (B, C, H, W) images or (B, T, C, H, W) clips in [0, 1] (for clips the patch — mask
     and pattern — is the same on every frame, like a static video trigger); ``y`` class ids (B,). Loss:

@@ -304,16 +304,11 @@ class SurrogateTrigger:
         x = x.detach()
         with frozen_model(self.model) as model, torch.enable_grad():
             if "patch" in (self.use or ("patch",)):
-                first = (self.mask, self.pattern, self.stats)
-                self._search_patch(model, x[keep], y[keep], target=cls)
-                new, reached = (self.mask, self.pattern), self.stats["reached"] or self.fooling_target is None
-                self.mask, self.pattern, self.stats = first
-                area = float(new[0].sum())
-                kept = bool(reached) and area <= self.refresh_ratio * float(first[0].sum())
+                new, reached, area, kept = self._another_patch(model, x[keep], y[keep], cls, self.refresh_ratio)
                 if kept:
                     self.refreshed.append(("patch", *new))
-                row.update(mask_l1=round(area, 2), reached=bool(reached), kept=kept,
-                           overlap=round(float((new[0] * first[0]).sum()), 2))
+                row.update(mask_l1=round(area, 2), reached=reached, kept=kept,
+                           overlap=round(float((new[0] * self.mask).sum()), 2))
             if "l2" in self.use:
                 d = self._search_l2(model, x, y)
                 out = self._outcome(model, (x + d).clamp(0, 1), y)
@@ -389,21 +384,30 @@ class SurrogateTrigger:
             self.requested_guard = self.fallback_guard
             self.stats.update(used="none", fallback_shrink=self.fallback_shrink, fallback_reason=reason)
 
+    def _another_patch(self, model: nn.Module, x: Tensor, y: Tensor, target: int, ratio: float,
+                       allowed: Tensor | None = None) -> tuple[tuple[Tensor, Tensor], bool, float, bool]:
+        """One more targeted patch search toward ``target`` (the kept trigger and its stats left as they were):
+        the new (mask, pattern), whether it reached the fooling target, its area, and whether it is kept (it
+        reached the target with at most ``ratio`` × the first mask's area)."""
+        first = (self.mask, self.pattern, self.stats)
+        self._search_patch(model, x, y, target=target, allowed=allowed)
+        new, reached = (self.mask, self.pattern), bool(self.stats["reached"] or self.fooling_target is None)
+        self.mask, self.pattern, self.stats = first
+        area = float(new[0].sum())
+        return new, reached, area, reached and area <= ratio * float(first[0].sum())
+
     def _search_disjoint(self, model: nn.Module, x: Tensor, y: Tensor) -> None:
         """A second patch toward the first patch's class, barred from the pixels where the first mask exceeds 0.1,
         searched on the batch's samples of other classes (targeted, the same schedule); kept if it reaches the
         fooling target with at most ``disjoint_ratio`` × the first mask's area."""
-        first = (self.mask, self.pattern, self.stats)
-        target, keep = first[2]["dominant_class"], y != first[2]["dominant_class"]
+        target, keep = self.stats["dominant_class"], y != self.stats["dominant_class"]
         if not bool(keep.any()):
             return
-        self._search_patch(model, x[keep], y[keep], target=target, allowed=(first[0] <= 0.1).to(first[0]))
-        new, reached = (self.mask, self.pattern), self.stats["reached"] or self.fooling_target is None
-        self.mask, self.pattern, self.stats = first
-        area = float(new[0].sum())
-        kept = reached and area <= self.disjoint_ratio * float(first[0].sum())
-        self.stats.update(disjoint_mask_l1=area, disjoint_reached=bool(reached), disjoint_kept=kept,
-                          disjoint_overlap=float((new[0] * first[0]).sum()))
+        first = self.mask
+        new, reached, area, kept = self._another_patch(model, x[keep], y[keep], target, self.disjoint_ratio,
+                                                       allowed=(first <= 0.1).to(first))
+        self.stats.update(disjoint_mask_l1=area, disjoint_reached=reached, disjoint_kept=kept,
+                          disjoint_overlap=float((new[0] * first).sum()))
         if kept:
             self.mask2, self.pattern2 = new
             self.use = (self.use or ("patch",)) + ("disjoint",)
@@ -411,13 +415,10 @@ class SurrogateTrigger:
         rows = []
         while kept and len(self.disjoint_extra) + 1 < self.disjoint_count:
             # ``disjoint_count``: one more patch toward the same class, barred from every kept patch's pixels
-            taken = torch.stack([first[0], self.mask2, *(m for m, _ in self.disjoint_extra)]).amax(0)
-            self._search_patch(model, x[keep], y[keep], target=target, allowed=(taken <= 0.1).to(taken))
-            new, reached = (self.mask, self.pattern), self.stats["reached"] or self.fooling_target is None
-            self.mask, self.pattern, self.stats = first
-            area = float(new[0].sum())
-            kept = bool(reached) and area <= self.disjoint_ratio * float(first[0].sum())
-            rows.append({"mask_l1": round(area, 2), "reached": bool(reached), "kept": kept,
+            taken = torch.stack([first, self.mask2, *(m for m, _ in self.disjoint_extra)]).amax(0)
+            new, reached, area, kept = self._another_patch(model, x[keep], y[keep], target, self.disjoint_ratio,
+                                                           allowed=(taken <= 0.1).to(taken))
+            rows.append({"mask_l1": round(area, 2), "reached": reached, "kept": kept,
                          "overlap": round(float((new[0] * taken).sum()), 2)})
             if kept:
                 self.disjoint_extra.append(new)

@@ -274,19 +274,16 @@ class SurrogateTrigger:
         if which in ("patch", "disjoint"):
             if which == "disjoint" and self.mask2 is None:
                 raise RuntimeError("SurrogateTrigger.apply(which='disjoint'): no disjoint patch was kept")
-            m, p = (self.mask, self.pattern) if which == "patch" else (self.mask2, self.pattern2)
-            m, p = m.to(x), p.to(x)
-            return (1 - m) * x + m * p
-        return (x + self.delta.to(x)).clamp(0, 1)
+            return _stamp(x, *((self.mask, self.pattern) if which == "patch" else (self.mask2, self.pattern2)))
+        return _add(x, self.delta)
 
     def _triggered(self, x: Tensor) -> list[Tensor]:
         """Every trigger this kind appends: one copy of ``x`` per kept trigger (``self.use``; the kind's own if
         no gate ran; none after the gate's fallback)."""
         if self.fallback:
             return []
-        again = [(1 - t[1].to(x)) * x + t[1].to(x) * t[2].to(x) if t[0] == "patch" else (x + t[1].to(x)).clamp(0, 1)
-                 for t in self.refreshed]
-        more = [(1 - m.to(x)) * x + m.to(x) * p.to(x) for m, p in self.disjoint_extra]
+        more = [_stamp(x, m, p) for m, p in self.disjoint_extra]
+        again = [_stamp(x, *t[1:]) if t[0] == "patch" else _add(x, t[1]) for t in self.refreshed]
         return [self.apply(x, w) for w in (self.use or (None,))] + more + again
 
     def _refresh(self, x: Tensor, y: Tensor) -> None:
@@ -311,7 +308,7 @@ class SurrogateTrigger:
                            overlap=round(float((new[0] * self.mask).sum()), 2))
             if "l2" in self.use:
                 d = self._search_l2(model, x, y)
-                out = self._outcome(model, (x + d).clamp(0, 1), y)
+                out = self._outcome(model, _add(x, d), y)
                 kept = out["fooling"] >= self.l2_gate and out["dominant_class"] == cls
                 if kept:
                     self.refreshed.append(("l2", d))
@@ -322,7 +319,7 @@ class SurrogateTrigger:
         d = torch.zeros_like(x[:1])
         for _ in range(self.l2_steps):
             d.requires_grad_(True)
-            (g,) = torch.autograd.grad(F.cross_entropy(model((x + d).clamp(0, 1)).float(), y), d)
+            (g,) = torch.autograd.grad(F.cross_entropy(model(_add(x, d)).float(), y), d)
             d = (d + self.eps / 10 * g / g.norm().clamp_min(1e-12)).detach()
             d = d * (self.eps / d.norm().clamp_min(1e-12)).clamp(max=1.0)
         return d
@@ -434,7 +431,7 @@ class SurrogateTrigger:
             # (a round sent back to an excluded class could not leave them: no new candidate to look for)
             self._search_patch(model, x, y, exclude=tuple(excluded))
             with torch.no_grad():
-                pred = model((1 - self.mask) * x + self.mask * self.pattern).argmax(1)
+                pred = model(_stamp(x, self.mask, self.pattern)).argmax(1)
             cls = int(torch.bincount(pred).argmax())
             found.append(dict(l1=float(self.mask.sum()), mask=self.mask, pattern=self.pattern, stats=self.stats,
                               cls=cls, fooling=_fooling(pred, y)))
@@ -487,7 +484,7 @@ class SurrogateTrigger:
         lam, best, best_l1 = self.lam, None, float("inf")
         for step in range(self.steps):
             m, p = mask_of(a), torch.sigmoid(b)
-            logits = model((1 - m) * x + m * p).float()
+            logits = model(_stamp(x, m, p)).float()
             if target is None:  # -log of the probability left on y (and the excluded classes), capped
                 ce = (F.cross_entropy(logits, y, reduction="none") if away is None
                       else -torch.logsumexp(F.log_softmax(logits, 1).masked_fill(~away, float("-inf")), 1))
@@ -502,7 +499,7 @@ class SurrogateTrigger:
             if self.fooling_target is not None and (step + 1) % 10 == 0:
                 with torch.no_grad():  # Neural Cleanse's schedule: the smallest mask that still flips enough
                     m, p = mask_of(a), torch.sigmoid(b)
-                    pred = model((1 - m) * x + m * p).argmax(1)
+                    pred = model(_stamp(x, m, p)).argmax(1)
                     fool = (_fooling(pred, y, away) if target is None
                             else float((pred == target).float().mean()))
                     if fool >= self.fooling_target:
@@ -583,6 +580,17 @@ class SurrogateTrigger:
                 knob += f", fallback_guard={self.fallback_guard:g}"
         return (f"SurrogateTrigger(kind={self.kind}, search={self.search}, {knob}, steps={self.steps}, "
                 f"fraction={self.fraction:g}, fooling_target={self.fooling_target}, base={self.base!r})")
+
+
+def _stamp(x: Tensor, mask: Tensor, pattern: Tensor) -> Tensor:
+    """A patch trigger on ``x``: ``(1 − M)·x + M·P``."""
+    mask = mask.to(x)
+    return (1 - mask) * x + mask * pattern.to(x)
+
+
+def _add(x: Tensor, delta: Tensor) -> Tensor:
+    """An additive (L2) trigger on ``x``, kept in [0, 1]."""
+    return (x + delta.to(x)).clamp(0, 1)
 
 
 def _fooling(pred: Tensor, y: Tensor, away: Tensor | None = None) -> float:

@@ -47,6 +47,9 @@ def test_the_default_recipe_is_the_per_class_surrogate_and_auto_follows_the_reci
     assert aug.disjoint == "alone" and aug.disjoint_count == 3 and aug.clean_fraction == 0.5 and isinstance(aug.base, VideoMixUp)
     cfg.augmentation.options = {"steps": 30}
     assert build_video_augmentation(cfg).steps == 30 and build_video_augmentation(cfg).search == "per_class"
+    cfg.augmentation.options = {"kind": "l2"}  # the patch-only defaults (per-class search, disjoint) drop out
+    l2 = build_video_augmentation(cfg)
+    assert l2.kind == "l2" and l2.search == "untargeted" and l2.disjoint == "off" and l2.clean_fraction == 0.5
     cfg.augmentation.options = {}
     for recipe in ("nft+", "paper"):
         cfg.defense.recipe = recipe

@@ -113,6 +113,25 @@ def test_build_augmentation():  # the CLI run: test_augment_extra.py::test_cli_p
     assert default.fallback_unresolved == "ambiguous" and default.fallback_shrink == 0.03 and not default.target_clean
 
 
+def test_another_kind_over_the_default_drops_the_defaults_only_that_kind_rejects():
+    """README's CIFAR-scale advice, ``augmentation.options={'kind': 'patch'}``, failed from session 13 on
+    (the default's gate fallback needs kind='both'): defaults that only apply to other kinds are dropped, the
+    rest stay, and what the user sets explicitly still gets the constructor's error."""
+    from nft_core.errors import NFTInputError
+
+    cfg = VisionConfig()
+    cfg.augmentation.options = {"kind": "patch"}
+    patch = build_augmentation(cfg)
+    assert patch.kind == "patch" and patch.rounds == 2 and patch.disjoint == "alone" and patch.rounds_margin == 0.5
+    assert patch.fallback_shrink == 0 and patch.fooling_target == 0.99
+    cfg.augmentation.options = {"kind": "l2"}
+    l2 = build_augmentation(cfg)
+    assert l2.kind == "l2" and l2.rounds == 1 and l2.disjoint == "off" and l2.fooling_target == 0.99
+    cfg.augmentation.options = {"kind": "patch", "fallback_shrink": 0.03}
+    with pytest.raises(NFTInputError, match="fallback_shrink"):
+        build_augmentation(cfg)
+
+
 def test_fooling_target_counts_only_flippable_samples(toy):
     """A batch where the attacker's class holds 30%: a trigger sending everything there flips at most 70% of
     the whole batch, so a 90% target over the whole batch was unreachable (the search then let its mask

@@ -13,7 +13,27 @@ from torch import Tensor, nn
 from .augment import MixUp, frozen_model
 from .contracts import MixedTarget
 
-__all__ = ["SurrogateTrigger"]
+__all__ = ["SurrogateTrigger", "merge_surrogate_options"]
+
+#: The options that mean something only for some ``kind`` values (the constructor rejects the others):
+#: a task's default may set them, and a user who picks another kind should not have to unset them by hand.
+_KIND_ONLY = {"fallback_shrink": ("both",), "fallback_clean_fraction": ("both",), "fallback_guard": ("both",),
+              "fallback_unresolved": ("both",), "disjoint": ("patch", "both"), "disjoint_count": ("patch", "both"),
+              "disjoint_ratio": ("patch", "both"), "refresh_every": ("patch", "both"), "rounds": ("patch", "both"),
+              "search": ("patch", "both")}
+
+
+def merge_surrogate_options(defaults: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """A task's default surrogate options with the user's ``options`` over them, minus the defaults that only
+    apply to a ``kind`` other than the one in effect (e.g. vision's gate fallback, ``kind='both'`` only, when the
+    user asks for ``kind='patch'``). What the user sets is always kept, so a real conflict still gets the
+    constructor's one-line error."""
+    merged = {**defaults, **options}
+    kind = merged.get("kind", "patch")
+    for key, kinds in _KIND_ONLY.items():
+        if key in defaults and key not in options and kind not in kinds:
+            del merged[key]
+    return merged
 
 
 class SurrogateTrigger:

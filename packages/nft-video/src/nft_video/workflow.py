@@ -116,6 +116,7 @@ def build_augmentation(cfg: VideoConfig, recipe: str | None = None):
     """NFT's augmentation from ``cfg.augmentation``; ``auto`` follows the NFT recipe in effect (``recipe``, by
     default ``cfg.defense.recipe``): the surrogate trigger for ``surrogate``, video MixUp otherwise."""
     from nft_core import NoAugmentation, SurrogateTrigger
+    from nft_core.surrogate import merge_surrogate_options
 
     from .augment import Compose, TemporalJitter, VideoCutMix, VideoMixUp
     from .config import SURROGATE_AUGMENTATION
@@ -128,7 +129,7 @@ def build_augmentation(cfg: VideoConfig, recipe: str | None = None):
     name, options = a.name, dict(a.options)
     if name == "auto":
         if (recipe or cfg.defense.recipe) == "surrogate":
-            name, options = "surrogate", {**SURROGATE_AUGMENTATION, **options}
+            name, options = "surrogate", merge_surrogate_options(SURROGATE_AUGMENTATION, options)
         else:
             name = "mixup"
     aug = build_from_table(table, name, options)

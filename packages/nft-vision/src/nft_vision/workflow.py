@@ -21,6 +21,7 @@ from nft_core.checkpoint import atomic_write, load_checkpoint_into, save_model, 
 from nft_core.distributed import is_main
 from nft_core.errors import DataError, NFTInputError
 from nft_core.init import seeded_init_
+from nft_core.surrogate import merge_surrogate_options
 
 from .attacks import ATTACKS
 from .augment import AugMix, CutMix, CutOut, RandAugment
@@ -135,7 +136,7 @@ def build_augmentation(cfg: VisionConfig, recipe: str | None = None):
     name, options = cfg.augmentation.name, dict(cfg.augmentation.options)
     if name == "auto":
         if (recipe or cfg.defense.recipe) == "surrogate":
-            name, options = "surrogate", {**SURROGATE_AUGMENTATION, **options}
+            name, options = "surrogate", merge_surrogate_options(SURROGATE_AUGMENTATION, options)
         else:
             name = "mixup"
     return build_from_table(table, name, options)

@@ -216,12 +216,23 @@ class RNNHandler(LayerHandler):
         return out
 
     def install(self, module, get_mask):
+        # While masked on CUDA the RNN runs PyTorch's own kernels (the same function) instead of cuDNN's:
+        # cuDNN cannot differentiate it in eval mode, where NFT tunes (nft_core.rnn), and would re-pack the
+        # swapped-in weights on every call (with a warning). Set by pre, undone by post.
+        cudnn_off = []
+
         def pre(mod, args):
             scaled = self._scaled(mod, get_mask())
             mod._flat_weights = [scaled.get(n, getattr(mod, n)) for n in mod._flat_weights_names]
+            if mod.weight_ih_l0.device.type == "cuda" and torch.backends.cudnn.enabled:
+                torch.backends.cudnn.enabled = False
+                cudnn_off.append(True)
 
         def post(mod, args, out):
             mod._init_flat_weights()  # back to the real parameters
+            if cudnn_off:
+                cudnn_off.pop()
+                torch.backends.cudnn.enabled = True
             return out
 
         return [module.register_forward_pre_hook(pre), module.register_forward_hook(post, always_call=True)]

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from nft_core.checkpoint import load_state_dict
 from nft_core.errors import CheckpointError, NFTInputError
+from nft_core.rnn import rnn_forward
 
 __all__ = ["CNNLSTM", "SmallCNNLSTM", "Video3D", "create_model"]
 
@@ -53,7 +54,7 @@ class _FramesThenLSTM(nn.Module):
             raise ValueError(f"expected clips (B, T, C, H, W), got {tuple(x.shape)}")
         b, t = x.shape[:2]
         feats = self.encoder(self.norm(x.flatten(0, 1))).flatten(1).view(b, t, -1)
-        out, _ = self.lstm(feats)
+        out, _ = rnn_forward(self.lstm, feats)  # differentiable in eval mode on CUDA too (nft_core.rnn)
         return self.fc(out[:, -1])
 
 

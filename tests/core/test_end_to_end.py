@@ -64,3 +64,24 @@ def test_a_requested_guard_reverts_masks_that_lost_too_much(toy):
     for bad in ({"safety_guard": -1.0}, {"safety_guard": 1.0, "guard": 1.0}):
         with pytest.raises(ValueError, match="safety_guard"):
             NFT(**bad).purify(toy.model, toy.val, ad)
+
+
+def test_a_guard_that_keeps_nothing_says_so_in_the_report(toy, tmp_path):
+    """Where every epoch loses more than the safety guard allows, the model comes back unchanged (found at
+    paper scale on an H200, session 16): the report and report.md say so, with the option that undoes it."""
+    from nft_core import MixUp
+    from nft_core.pipeline import purify_and_report
+
+    ad = ClassificationAdapter()
+    nft = NFT(augmentation=MixUp(1.0), shrink=50.0, safety_guard=0.5, epochs=2, seed=0)
+    report = purify_and_report(task="toy", model=toy.model, val_data=toy.val, eval_data=toy.test, adapter=ad,
+                               defense=nft, out=tmp_path / "run")
+    info = report["info"]
+    assert info["guard_reverted"] and info["returned_original"] and info["selected_epoch"] == 0, info
+    assert report["after"] == report["before"]  # really the original model
+    assert len(report["notes"]) == 1 and "ORIGINAL model unchanged" in report["notes"][0]
+    assert "defense.options.safety_guard=None" in report["notes"][0]
+    assert "ORIGINAL model unchanged" in (tmp_path / "run" / "report.md").read_text()
+    kept = purify_and_report(task="toy", model=toy.model, val_data=toy.val, eval_data=toy.test, adapter=ad,
+                             defense=NFT(augmentation=MixUp(1.0), epochs=2, seed=0, safety_guard=100.0), out=None)
+    assert not kept["info"]["returned_original"] and kept["notes"] == []

@@ -393,6 +393,8 @@ class NFT:
             "guard_net": net,
             "guard_requested": net and c.safety_guard is None,
             "guard_reverted": reverted,
+            # the guard put back epoch 0's masks (all 1): the model comes back unchanged, backdoor and all
+            "returned_original": reverted and best_epoch == 0,
             "selected_epoch": best_epoch if (guard_ref is not None and not net) or reverted else epochs,
             "averaged_steps": avg_n,
             "channels_last": bool(channels_last),

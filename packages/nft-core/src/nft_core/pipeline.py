@@ -85,6 +85,16 @@ def purify_and_report(
                   f"shrink {asked:g} asked by the augmentation (no trigger found)" if asked else ""]
         if any(extras):  # the augmentation is in info.augmentation
             recipe += " + " + ", ".join(e for e in extras if e)
+    notes = []
+    info = result.info or {}
+    if info.get("returned_original"):  # a user without a poisoned test set would otherwise not know
+        ref, guard = info.get("guard_reference"), info.get("guard")
+        notes.append(f"NFT's safety guard returned the ORIGINAL model unchanged: every epoch's masks lost more "
+                     f"than {guard:g} points of validation accuracy (reference {ref:.2f}), so nothing was purified "
+                     f"and a backdoor, if there is one, is still there. To keep the purified masks at that cost: "
+                     f"--cfg-options " + ("\"augmentation.options={'fallback_guard': None}\" (the guard was asked "
+                                          "for by the surrogate trigger, which found no trigger)"
+                                          if info.get("guard_requested") else "defense.options.safety_guard=None"))
     report = {
         "task": task,
         "attack": attack,
@@ -95,6 +105,7 @@ def purify_and_report(
         "wall_time": result.wall_time,
         "total_time": time.perf_counter() - t0,
         "validation_samples": len(val_data),
+        "notes": notes,
         "history": result.history,
         "info": result.info,
         "config": cfg,

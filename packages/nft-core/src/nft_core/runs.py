@@ -99,4 +99,5 @@ def write_report(run_dir: str | os.PathLike, report: dict[str, Any]) -> None:
     if report.get("recipe"):
         md.append(f"- recipe: {report['recipe']}")
     md += ["", format_table(report.get("before", {}), report.get("after", {})), ""]
+    md += [f"**Note:** {n}" for n in report.get("notes") or []] + ([""] if report.get("notes") else [])
     (run_dir / "report.md").write_text("\n".join(md))

@@ -87,6 +87,7 @@ class TaskCLI:
         text = (format_table(report["before"], report["after"])
                 + f"\n\n{report['defense']} ({report.get('recipe') or 'defaults'}): {report['wall_time']:.1f} s "
                 f"on {device}{f' ({speed})' if speed else ''}; {len(run.val)} validation {unit}{note} -> {out}")
+        text += "".join(f"\n\nWARNING: {n}" for n in report.get("notes") or [])
         return report, text
 
     def resolve_config_path(self, name: str | None) -> str | None:

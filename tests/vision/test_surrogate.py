@@ -623,3 +623,29 @@ def test_disjoint_count_keeps_more_disjoint_patches_while_they_work():
     for bad in (0, 1.5):
         with pytest.raises(ValueError, match="disjoint_count"):
             SurrogateTrigger(disjoint_count=bad)
+
+
+def test_shift_moves_every_patch_copy_per_sample_and_is_off_by_default():
+    """``shift``: each appended patch copy lands moved by its own offset (at most ``shift`` px per axis), the
+    same offsets for every patch of one call, reproducible from NFT's generator; L2 is rejected."""
+    from nft_core.surrogate import _roll_each
+
+    x = torch.zeros(6, 3, 8, 8)
+    aug = SurrogateTrigger(kind="patch", shift=2)
+    aug.use = ("patch",)
+    aug.mask = torch.zeros(1, 1, 8, 8)
+    aug.mask[..., 3, 3] = 1.0
+    aug.pattern = torch.ones(1, 3, 8, 8)
+    out = aug._triggered(x, torch.Generator().manual_seed(0))[0]
+    where = [tuple(int(i) for i in torch.nonzero(o[0])[0]) for o in out]
+    assert all(abs(r - 3) <= 2 and abs(c - 3) <= 2 for r, c in where), where
+    assert len(set(where)) > 1  # per sample, not one offset for the batch
+    again = aug._triggered(x, torch.Generator().manual_seed(0))[0]
+    assert torch.equal(out, again)
+    aug.shift = 0  # off: the patch where the search put it, on every sample
+    assert all(bool(o[0, 3, 3] == 1) and float(o.sum()) == 3 for o in aug._triggered(x)[0])
+    assert torch.equal(_roll_each(aug.mask, [[0, 0], [1, -1]])[1, 0, 4, 2], torch.tensor(1.0))
+    assert "shift=2" in repr(SurrogateTrigger(kind="both", shift=2))
+    for bad in ({"shift": -1}, {"shift": 1.5}, {"kind": "l2", "shift": 2}):
+        with pytest.raises(ValueError, match="shift"):
+            SurrogateTrigger(**bad)

@@ -20,7 +20,7 @@ __all__ = ["SurrogateTrigger", "merge_surrogate_options"]
 _KIND_ONLY = {"fallback_shrink": ("both",), "fallback_clean_fraction": ("both",), "fallback_guard": ("both",),
               "fallback_unresolved": ("both",), "disjoint": ("patch", "both"), "disjoint_count": ("patch", "both"),
               "disjoint_ratio": ("patch", "both"), "refresh_every": ("patch", "both"), "rounds": ("patch", "both"),
-              "search": ("patch", "both")}
+              "search": ("patch", "both"), "shift": ("patch", "both")}
 
 
 def merge_surrogate_options(defaults: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
@@ -173,6 +173,13 @@ class SurrogateTrigger:
     3–17× the first mask (``packages/nft-video/README.md`` "Session 15", README "Blend seeds 1 and 2"), so it
     stays off by default.
 
+    ``shift`` (default 0, off; session 16): every appended patch is moved, per sample, by a random offset of
+    up to ``shift`` pixels on each axis (rolled, so a patch at an edge reappears at the other). A CNN answers
+    to a trigger's pattern wherever it is, and on the video default the patch search can land off the
+    attacker's pixels (model 1: none of the first patch's 7.4 px on the trigger, ``packages/nft-video/
+    README.md`` "Session 15"); moving the found patch around teaches the masks to distrust its pattern at
+    the trigger's place too. Patch kinds only.
+
     Shapes: ``x`` float (B, C, H, W) images or (B, T, C, H, W) clips in [0, 1] (for clips the patch — mask
     and pattern — is the same on every frame, like a static video trigger); ``y`` class ids (B,). Loss:
     cross-entropy on ``model(x)`` logits (classification).
@@ -185,7 +192,11 @@ class SurrogateTrigger:
                  clean_fraction: float = 0.0, disjoint: str = "off", disjoint_ratio: float = 2.0,
                  rounds_margin: float = 1.0, fallback_shrink: float = 0.0, fallback_clean_fraction: float | None = None,
                  fallback_unresolved: bool | str = False, fallback_guard: float | None = None, target_clean: int = 0,
-                 refresh_every: int = 0, refresh_ratio: float = 2.0, disjoint_count: int = 1):
+                 refresh_every: int = 0, refresh_ratio: float = 2.0, disjoint_count: int = 1, shift: int = 0):
+        if int(shift) != shift or shift < 0 or (shift and kind == "l2"):
+            raise ValueError(f"SurrogateTrigger shift must be an integer >= 0 (the most pixels a patch is moved "
+                             f"by, per sample; patch kinds only), got shift={shift!r}, kind={kind!r}")
+        self.shift = int(shift)
         if int(disjoint_count) != disjoint_count or disjoint_count < 1:
             raise ValueError(f"SurrogateTrigger disjoint_count must be an integer >= 1 (the most disjoint patches "
                              f"kept), got {disjoint_count!r}")
@@ -297,11 +308,24 @@ class SurrogateTrigger:
             return _stamp(x, *((self.mask, self.pattern) if which == "patch" else (self.mask2, self.pattern2)))
         return _add(x, self.delta)
 
-    def _triggered(self, x: Tensor) -> list[Tensor]:
+    def _triggered(self, x: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
         """Every trigger this kind appends: one copy of ``x`` per kept trigger (``self.use``; the kind's own if
-        no gate ran; none after the gate's fallback)."""
+        no gate ran; none after the gate's fallback). With ``shift``, every patch lands on each sample moved by
+        its own random offset of at most ``shift`` pixels per axis (the same offsets for all patches of a call;
+        L2 triggers stay where they are)."""
         if self.fallback:
             return []
+        if self.shift:
+            offsets = torch.randint(-self.shift, self.shift + 1, (len(x), 2), generator=generator).tolist()
+
+            def moved(m: Tensor, p: Tensor) -> Tensor:
+                return _stamp(x, _roll_each(m, offsets), _roll_each(p, offsets))
+
+            own = {"patch": (self.mask, self.pattern), "disjoint": (self.mask2, self.pattern2)}
+            out = [moved(*own[w]) if w in own else self.apply(x, w)
+                   for w in (self.use or ("l2" if self.kind == "l2" else "patch",))]
+            return out + [moved(m, p) for m, p in self.disjoint_extra] + [
+                moved(*t[1:]) if t[0] == "patch" else _add(x, t[1]) for t in self.refreshed]
         more = [_stamp(x, m, p) for m, p in self.disjoint_extra]
         again = [_stamp(x, *t[1:]) if t[0] == "patch" else _add(x, t[1]) for t in self.refreshed]
         return [self.apply(x, w) for w in (self.use or (None,))] + more + again
@@ -551,7 +575,7 @@ class SurrogateTrigger:
         if self.fallback and self.fallback_clean_fraction is not None:
             clean = self.fallback_clean_fraction
         kc = round(clean * n)  # unmixed clean copies (true labels) of the first kc samples
-        xts = self._triggered(x[:k]) + [x[:kc]] * bool(kc)
+        xts = self._triggered(x[:k], generator) + [x[:kc]] * bool(kc)
         yts = [y[:k]] * (len(xts) - bool(kc)) + [y[:kc]] * bool(kc)
         cls = self.trigger_class
         if self.target_clean and cls is not None and bool((y == cls).any()):
@@ -584,6 +608,8 @@ class SurrogateTrigger:
             knob += f", target_clean={self.target_clean}"
         if self.refresh_every:
             knob += f", refresh_every={self.refresh_every}, refresh_ratio={self.refresh_ratio:g}"
+        if self.shift:
+            knob += f", shift={self.shift}"
         if self.disjoint != "off":
             knob += f", disjoint={self.disjoint}, disjoint_ratio={self.disjoint_ratio:g}"
             if self.disjoint_count > 1:
@@ -606,6 +632,11 @@ def _stamp(x: Tensor, mask: Tensor, pattern: Tensor) -> Tensor:
     """A patch trigger on ``x``: ``(1 − M)·x + M·P``."""
     mask = mask.to(x)
     return (1 - mask) * x + mask * pattern.to(x)
+
+
+def _roll_each(t: Tensor, offsets: list[list[int]]) -> Tensor:
+    """One copy of ``t`` (leading dim 1) per offset, each rolled by its ``(dy, dx)`` over the last two dims."""
+    return torch.cat([torch.roll(t, (dy, dx), dims=(-2, -1)) for dy, dx in offsets])
 
 
 def _add(x: Tensor, delta: Tensor) -> Tensor:

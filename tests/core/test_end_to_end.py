@@ -85,3 +85,21 @@ def test_a_guard_that_keeps_nothing_says_so_in_the_report(toy, tmp_path):
     kept = purify_and_report(task="toy", model=toy.model, val_data=toy.val, eval_data=toy.test, adapter=ad,
                              defense=NFT(augmentation=MixUp(1.0), epochs=2, seed=0, safety_guard=100.0), out=None)
     assert not kept["info"]["returned_original"] and kept["notes"] == []
+
+
+def test_a_grid_marks_the_cells_where_the_guard_kept_nothing(toy):
+    """``nft-* bench`` grids: such a cell shows the backdoored model's figures, so the table names it."""
+    from nft_core import MixUp
+    from nft_core.bench import results_markdown, run_cells
+
+    ad = ClassificationAdapter()
+    rows = run_cells({"patch": lambda: (toy.model, toy.val, toy.test, ad)},
+                     {"nft-guarded": lambda: NFT(augmentation=MixUp(1.0), shrink=50.0, safety_guard=0.5, epochs=2,
+                                                 seed=0),
+                      "nft": lambda: NFT(augmentation=MixUp(1.0), epochs=2, seed=0)})
+    by = {r["defense"]: r for r in rows}
+    assert by["nft-guarded"].get("returned_original") and "returned_original" not in by["nft"]
+    assert by["nft-guarded"]["asr"] == by["none"]["asr"]
+    md = results_markdown(rows)
+    assert "safety guard returned the original model" in md and "- patch × nft-guarded" in md
+    assert "- patch × nft\n" not in md + "\n"

@@ -38,3 +38,15 @@ def test_a_missing_task_is_reported_and_the_rest_still_runs(cache, capsys):
     assert code == 1
     out = capsys.readouterr().out
     assert "nft-nosuch is not installed" in out and "| vision | badnets | nft" in out
+
+
+def test_the_matrix_table_carries_a_reports_notes():
+    """A task whose NFT run gave back the original model (its report's ``notes``) is named under the table."""
+    from nft_core.matrix import matrix_markdown
+
+    row = {"task": "vision", "attack": "badnets", "defense": "nft", "recipe": None, "metric": "acc",
+           "clean_before": 94.6, "clean_after": 94.6, "asr_before": 100.0, "asr_after": 100.0, "defense_s": 20.0,
+           "wall": 25.0}
+    assert "Notes:" not in matrix_markdown([row])
+    md = matrix_markdown([{**row, "notes": ["NFT's safety guard returned the ORIGINAL model unchanged"]}])
+    assert md.endswith("- vision × nft: NFT's safety guard returned the ORIGINAL model unchanged")

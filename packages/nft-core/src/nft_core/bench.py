@@ -92,8 +92,11 @@ def _defense_cell(a_name, d_name, built, build, clean_key, attack_key):
     try:
         res = build().purify(model, val, adapter)
         after = adapter.evaluate(res.model, eval_data)
-        return {"attack": a_name, "defense": d_name, "clean": after.get(clean_key), "asr": after.get(attack_key),
-                "time": res.wall_time, "metrics": after}
+        row = {"attack": a_name, "defense": d_name, "clean": after.get(clean_key), "asr": after.get(attack_key),
+               "time": res.wall_time, "metrics": after}
+        if (res.info or {}).get("returned_original"):  # NFT's safety guard kept nothing: say so in the grid
+            row["returned_original"] = True
+        return row
     except Exception as e:  # noqa: BLE001
         log.warning("cell %s × %s failed: %s", a_name, d_name, e)
         return {"attack": a_name, "defense": d_name, "error": f"{type(e).__name__}: {e}",
@@ -207,6 +210,11 @@ def results_markdown(rows: list[dict[str, Any]], clean_name: str = "ACC") -> str
             continue
         ts = [cell[(a, d)]["time"] for a in attacks if (a, d) in cell and "error" not in cell[(a, d)]]
         lines.append(f"| {d} | {statistics.mean(ts):.2f} | {len(ts)} |" if ts else f"| {d} | – | 0 |")
+    kept_nothing = [r for r in rows if r.get("returned_original")]
+    if kept_nothing:
+        lines += ["", "NFT's safety guard returned the original model (every epoch lost more validation accuracy "
+                  "than it allows; `defense.options.safety_guard=None` keeps the purified masks):"]
+        lines += [f"- {r['attack']} × {r['defense']}" for r in kept_nothing]
     errors = [r for r in rows if "error" in r]
     if errors:
         lines += ["", "Failed cells:"] + [f"- {r['attack']} × {r['defense']}: {r['error']}" for r in errors]

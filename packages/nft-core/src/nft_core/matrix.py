@@ -94,7 +94,8 @@ def _task_rows(task: str, quick: bool, baseline: str | None, root: Path, log) ->
                      "recipe": rep.get("recipe"), "metric": metric,
                      "clean_before": before.get(metric), "clean_after": after.get(metric),
                      "asr_before": before.get("asr"), "asr_after": after.get("asr"),
-                     "defense_s": rep.get("wall_time"), "wall": wall, "run_dir": str(run_dir), "pid": os.getpid()})
+                     "defense_s": rep.get("wall_time"), "wall": wall, "run_dir": str(run_dir), "pid": os.getpid(),
+                     "notes": rep.get("notes") or []})
     return rows
 
 
@@ -112,4 +113,5 @@ def matrix_markdown(rows: list[dict[str, Any]]) -> str:
         lines.append(f"| {r['task']} | {r['attack']} | {name} | {r['metric']} | {f(r['clean_before'])} | "
                      f"{f(r['clean_after'])} | {f(r['asr_before'])} | {f(r['asr_after'])} | {f(r['defense_s'])} | "
                      f"{f(r['wall'])} |")
-    return "\n".join(lines)
+    notes = [f"- {r['task']} × {r['defense']}: {n}" for r in rows for n in r.get("notes") or []]
+    return "\n".join(lines + (["", "Notes:", *notes] if notes else []))

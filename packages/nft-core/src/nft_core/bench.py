@@ -213,7 +213,8 @@ def results_markdown(rows: list[dict[str, Any]], clean_name: str = "ACC") -> str
     kept_nothing = [r for r in rows if r.get("returned_original")]
     if kept_nothing:
         lines += ["", "NFT's safety guard returned the original model (every epoch lost more validation accuracy "
-                  "than it allows; `defense.options.safety_guard=None` keeps the purified masks):"]
+                  "than it allows; `safety_guard: None` in that column's options keeps the purified masks, e.g. "
+                  "`\"bench.defense_options={'nft-surrogate': {'safety_guard': None}}\"`):"]
         lines += [f"- {r['attack']} × {r['defense']}" for r in kept_nothing]
     errors = [r for r in rows if "error" in r]
     if errors:

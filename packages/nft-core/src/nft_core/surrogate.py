@@ -315,20 +315,18 @@ class SurrogateTrigger:
         L2 triggers stay where they are)."""
         if self.fallback:
             return []
-        if self.shift:
-            offsets = torch.randint(-self.shift, self.shift + 1, (len(x), 2), generator=generator).tolist()
+        offsets = (torch.randint(-self.shift, self.shift + 1, (len(x), 2), generator=generator).tolist()
+                   if self.shift else None)
 
-            def moved(m: Tensor, p: Tensor) -> Tensor:
-                return _stamp(x, _roll_each(m, offsets), _roll_each(p, offsets))
+        def patch(m: Tensor, p: Tensor) -> Tensor:
+            return _stamp(x, m, p) if offsets is None else _stamp(x, _roll_each(m, offsets), _roll_each(p, offsets))
 
-            own = {"patch": (self.mask, self.pattern), "disjoint": (self.mask2, self.pattern2)}
-            out = [moved(*own[w]) if w in own else self.apply(x, w)
-                   for w in (self.use or ("l2" if self.kind == "l2" else "patch",))]
-            return out + [moved(m, p) for m, p in self.disjoint_extra] + [
-                moved(*t[1:]) if t[0] == "patch" else _add(x, t[1]) for t in self.refreshed]
-        more = [_stamp(x, m, p) for m, p in self.disjoint_extra]
-        again = [_stamp(x, *t[1:]) if t[0] == "patch" else _add(x, t[1]) for t in self.refreshed]
-        return [self.apply(x, w) for w in (self.use or (None,))] + more + again
+        own = {"patch": (self.mask, self.pattern), "disjoint": (self.mask2, self.pattern2)}
+        kept = [patch(*own[w]) if w in own else self.apply(x, w)
+                for w in (self.use or ("l2" if self.kind == "l2" else "patch",))]
+        more = [patch(m, p) for m, p in self.disjoint_extra]
+        again = [patch(*t[1:]) if t[0] == "patch" else _add(x, t[1]) for t in self.refreshed]
+        return kept + more + again
 
     def _refresh(self, x: Tensor, y: Tensor) -> None:
         """``refresh_every``: search again against the model *as it is now* (the masks tuned so far), toward the

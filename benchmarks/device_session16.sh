@@ -9,7 +9,7 @@
 # GPU_TESTS=1 first runs the tests marked `gpu` (tests/video/test_rnn_cuda.py) on the device.
 #
 #   run on the device:  bash benchmarks/device_session16.sh          (carry .whl: PyAV + mmengine wheels)
-#   CPU plumbing check: PY=.venv/bin/python DEVICE=cpu LIMIT=60 QUICK=--quick OUT=/tmp/o bash benchmarks/device_session16.sh
+#   CPU plumbing check (starts both jobs, stops them at LIMIT): uv run env DEVICE=cpu LIMIT=60 QUICK=--quick OUT=/tmp/s16-out bash benchmarks/device_session16.sh
 set -u
 PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}
@@ -18,7 +18,7 @@ QUICK=${QUICK:-}
 OUT=${OUT:-/tmp/out}
 WORK=${WORK:-/tmp/s16}
 mkdir -p "$OUT" "$WORK"
-if [ -d .whl ] && [ "$PY" = python3 ]; then
+if [ -d .whl ] && "$PY" -m pip --version > /dev/null 2>&1; then  # the GPU machine: PyAV + mmengine wheels
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 fi
 export PYTHONPATH=$PWD/packages/nft-core/src:$PWD/packages/nft-vision/src:$PWD/packages/nft-video/src:/tmp/site
@@ -54,5 +54,6 @@ VARIANTS='[{"label": "nft-surrogate", "defense": "nft"},
   for s in 1 2 3; do video "patch-seed$s" --seed "$s"; done
 ) > "$OUT/video.log" 2>&1 &
 wait
-(cd "$WORK" && tar czf "$OUT/results.tgz" $(ls psv/*.json video/*/report.json video/*/report.md 2>/dev/null))
+files=$(cd "$WORK" && ls psv/*.json video/*/report.json video/*/report.md 2>/dev/null)
+if [ -n "$files" ]; then (cd "$WORK" && tar czf "$OUT/results.tgz" $files); else echo "no run finished within $LIMIT s"; fi
 echo "done after $((SECONDS - START)) s"; ls -la "$OUT"

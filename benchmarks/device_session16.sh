@@ -6,7 +6,7 @@
 #   2. the video default through the CLI on CUDA (`python3 -m nft_video.cli purify`): the patch attack with
 #      seeds 0-3, then Blend and the clean-label attack (seed 0).
 # Each job stops at LIMIT seconds; what finished is packed into $OUT/results.tgz. VISION=0 skips job 1;
-# GPU_TESTS=1 first runs the tests marked `gpu` (tests/video/test_rnn_cuda.py) on the device.
+# GPU_TESTS=1 first runs the tests marked `gpu` (tests/video/test_rnn_cuda.py, tests/core/test_rnn_defenses.py) on the device.
 #
 #   run on the device:  bash benchmarks/device_session16.sh          (carry .whl: PyAV + mmengine wheels)
 #   CPU plumbing check (starts both jobs, stops them at LIMIT): uv run env DEVICE=cpu LIMIT=60 QUICK=--quick OUT=/tmp/s16-out bash benchmarks/device_session16.sh
@@ -25,7 +25,7 @@ export PYTHONPATH=$PWD/packages/nft-core/src:$PWD/packages/nft-vision/src:$PWD/p
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 { nvidia-smi -L 2>/dev/null; "$PY" -c "import torch, av, mmengine; print('torch', torch.__version__, 'av', av.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())"; } > "$OUT/device.txt" 2>&1
 if [ "${GPU_TESTS:-0}" = 1 ]; then
-  "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/video/test_rnn_cuda.py > "$OUT/gpu-tests.log" 2>&1; echo "gpu tests: rc $?" >> "$OUT/gpu-tests.log"
+  "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/video/test_rnn_cuda.py tests/core/test_rnn_defenses.py > "$OUT/gpu-tests.log" 2>&1; echo "gpu tests: rc $?" >> "$OUT/gpu-tests.log"
 fi
 START=$SECONDS
 left() { echo $(( LIMIT - (SECONDS - START) )); }

@@ -83,7 +83,10 @@ def build_from_table(table: dict[str, Any], name: str, options: dict[str, Any], 
 def frozen_model(model: torch.nn.Module, mode: str = "eval") -> Iterator[torch.nn.Module]:
     """For model-dependent augmentations (PGD, surrogate searches): every parameter's ``requires_grad``
     off and the model in ``mode`` ("eval", "train" or "keep") inside the block; both restored on exit,
-    also on an exception, so the augmentation leaves the model being tuned as it found it."""
+    also on an exception, so the augmentation leaves the model being tuned as it found it. Its RNN modules run
+    without cuDNN where they could not be differentiated in eval mode on CUDA (:func:`nft_core.rnn.native_rnns`)."""
+    from .rnn import native_rnns
+
     was = model.training
     flags = [(p, p.requires_grad) for p in model.parameters()]
     try:
@@ -91,7 +94,8 @@ def frozen_model(model: torch.nn.Module, mode: str = "eval") -> Iterator[torch.n
             model.train(mode == "train")
         for p, _ in flags:
             p.requires_grad_(False)
-        yield model
+        with native_rnns(model):
+            yield model
     finally:
         model.train(was)
         for p, req in flags:

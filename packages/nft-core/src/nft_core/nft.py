@@ -38,6 +38,7 @@ from .distributed import all_reduce_grads, all_reduce_sum, shard_batch
 from .distributed import world as dist_world
 from .errors import CheckpointError
 from .masks import LayerHandler, NeuronMasks
+from .rnn import rnn_safe
 from .schedules import Schedule
 
 __all__ = ["NFT", "NFTConfig", "NFT_PLUS", "recipe_options"]
@@ -155,7 +156,9 @@ class NFT:
     Args:
         augmentation: an :class:`~nft_core.contracts.Augmentation`; default ``MixUp(1.0)``. If it has a
             ``bind`` method, ``bind(model, adapter)`` is called once before training with the masked model
-            being tuned (for model-dependent augmentations such as PGD adversarial examples).
+            being tuned (for model-dependent augmentations such as PGD adversarial examples); if its
+            ``wants_reference`` is true, ``set_reference(copy)`` gets a frozen copy of the original model
+            before the first step and ``set_reference(None)`` after the run (the surrogate's ``distill``).
         eval_data: optional data passed to ``adapter.evaluate`` every ``eval_every`` epochs (recorded in
             the history; never used to make a decision).
         callbacks: ``fn(epoch, history_row, nft)`` after every epoch.
@@ -205,6 +208,7 @@ class NFT:
         self.masks: NeuronMasks | None = None
 
     # ------------------------------------------------------------------ run
+    @rnn_safe
     def purify(self, model: nn.Module, data: Any, adapter: TaskAdapter) -> PurifyResult:
         c = self.config
         t0 = time.perf_counter()
@@ -270,6 +274,11 @@ class NFT:
         work.train(c.model_mode == "train")
         if callable(getattr(self.augmentation, "bind", None)):  # model-dependent augmentations (e.g. PGD)
             self.augmentation.bind(work, adapter)
+        if getattr(self.augmentation, "wants_reference", False):  # e.g. the surrogate's ``distill``
+            reference = copy.deepcopy(model).to(device).eval()
+            for p in reference.parameters():
+                p.requires_grad_(False)
+            self.augmentation.set_reference(reference)
         amp_on = bool(c.amp) if c.amp != "auto" else device.type == "cpu" and _cpu_has_native_bf16()
         amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp_on)
         bar = None
@@ -350,6 +359,8 @@ class NFT:
         finally:
             if bar is not None:
                 bar.close()
+            if getattr(self.augmentation, "wants_reference", False):
+                self.augmentation.set_reference(None)  # the frozen copy is not needed after the run
         net = guard_ref is not None and c.guard is None  # a safety net only: safety_guard or requested_guard
         if guard_ref is not None and not net:
             with torch.no_grad():

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..contracts import PurifyResult, TaskAdapter
+from ..rnn import rnn_safe
 from ._common import NoisyMasks, Setup, clean_metric, finish, prune_by_threshold
 
 __all__ = ["ANP"]
@@ -49,6 +50,7 @@ class ANP:
         self.placement, self.skip_first, self.seed, self.device = placement, skip_first, seed, device
         self.skip_last, self.max_acc_drop = skip_last, max_acc_drop
 
+    @rnn_safe
     def purify(self, model: nn.Module, data: Any, adapter: TaskAdapter) -> PurifyResult:
         t0 = time.perf_counter()
         s = Setup(model, data, adapter, batch_size=self.batch_size, seed=self.seed, device=self.device)

@@ -29,6 +29,7 @@ from torch import nn
 
 from ..contracts import PurifyResult, TaskAdapter
 from ..masks import NeuronMasks
+from ..rnn import rnn_safe
 from ._common import InputPerturbation, Setup, finish, l2_ascent_step
 
 __all__ = ["AWM"]
@@ -48,6 +49,7 @@ class AWM:
         self.inner_step = inner_step if inner_step is not None else norm_bound / 10
         self.placement, self.skip_first, self.seed, self.device = placement, skip_first, seed, device
 
+    @rnn_safe
     def purify(self, model: nn.Module, data: Any, adapter: TaskAdapter) -> PurifyResult:
         t0 = time.perf_counter()
         s = Setup(model, data, adapter, batch_size=self.batch_size, seed=self.seed, device=self.device)

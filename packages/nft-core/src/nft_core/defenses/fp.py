@@ -27,6 +27,7 @@ from torch import nn
 from ..contracts import PurifyResult, TaskAdapter
 from ..data import iterate_batches
 from ..masks import NeuronMasks, call_model
+from ..rnn import rnn_safe
 from ._common import FeatureHooks, Setup, bn_for, clean_metric, conv_layers, feature_layers, finetune, finish
 
 __all__ = ["FinePruning"]
@@ -46,6 +47,7 @@ class FinePruning:
         self.momentum, self.weight_decay, self.layer = momentum, weight_decay, layer
         self.seed, self.device = seed, device
 
+    @rnn_safe
     def purify(self, model: nn.Module, data: Any, adapter: TaskAdapter) -> PurifyResult:
         t0 = time.perf_counter()
         s = Setup(model, data, adapter, batch_size=self.batch_size, seed=self.seed, device=self.device)

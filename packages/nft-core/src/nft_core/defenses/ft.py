@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from ..contracts import PurifyResult, TaskAdapter
+from ..rnn import rnn_safe
 from ._common import Setup, finetune, finish
 
 __all__ = ["FineTuning"]
@@ -29,6 +30,7 @@ class FineTuning:
         self.epochs, self.lr, self.batch_size = epochs, lr, batch_size
         self.momentum, self.weight_decay, self.seed, self.device = momentum, weight_decay, seed, device
 
+    @rnn_safe
     def purify(self, model: nn.Module, data: Any, adapter: TaskAdapter) -> PurifyResult:
         t0 = time.perf_counter()
         s = Setup(model, data, adapter, batch_size=self.batch_size, seed=self.seed, device=self.device)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..contracts import PurifyResult, TaskAdapter
+from ..rnn import rnn_safe
 from ._common import Setup, cosine_lr, finish
 
 __all__ = ["FTSAM"]
@@ -36,6 +37,7 @@ class FTSAM:
         self.batch_size, self.momentum, self.weight_decay = batch_size, momentum, weight_decay
         self.seed, self.device = seed, device
 
+    @rnn_safe
     def purify(self, model: nn.Module, data: Any, adapter: TaskAdapter) -> PurifyResult:
         t0 = time.perf_counter()
         s = Setup(model, data, adapter, batch_size=self.batch_size, seed=self.seed, device=self.device)

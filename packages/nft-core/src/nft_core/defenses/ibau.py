@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..contracts import PurifyResult, TaskAdapter
+from ..rnn import rnn_safe
 from ._common import InputPerturbation, Setup, finish, l2_ascent_step
 
 __all__ = ["IBAU"]
@@ -46,6 +47,7 @@ class IBAU:
         self.inner_steps, self.outer_passes, self.clean_weight = inner_steps, outer_passes, clean_weight
         self.batch_size, self.seed, self.device = batch_size, seed, device
 
+    @rnn_safe
     def purify(self, model: nn.Module, data: Any, adapter: TaskAdapter) -> PurifyResult:
         t0 = time.perf_counter()
         s = Setup(model, data, adapter, batch_size=self.batch_size, seed=self.seed, device=self.device)

@@ -29,6 +29,7 @@ from torch.func import functional_call
 from ..contracts import PurifyResult, TaskAdapter
 from ..data import iterate_batches
 from ..masks import call_model
+from ..rnn import rnn_safe
 from ._common import Setup, cosine_lr, finetune, finish, mean_loss
 
 __all__ = ["MCR"]
@@ -63,6 +64,7 @@ class MCR:
         self.batch_size, self.momentum, self.weight_decay = batch_size, momentum, weight_decay
         self.seed, self.device = seed, device
 
+    @rnn_safe
     def purify(self, model: nn.Module, data: Any, adapter: TaskAdapter) -> PurifyResult:
         t0 = time.perf_counter()
         s = Setup(model, data, adapter, batch_size=self.batch_size, seed=self.seed, device=self.device)

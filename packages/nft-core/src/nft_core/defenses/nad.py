@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from ..contracts import PurifyResult, TaskAdapter
 from ..masks import call_model
+from ..rnn import rnn_safe
 from ._common import FeatureHooks, Setup, finetune, finish, group_layers
 
 __all__ = ["NAD"]
@@ -69,6 +70,7 @@ class NAD:
     def _epoch_lr(self, base: float):
         return lambda epoch: base if epoch < self.lr_drop_epoch else base * self.lr_drop
 
+    @rnn_safe
     def purify(self, model: nn.Module, data: Any, adapter: TaskAdapter) -> PurifyResult:
         t0 = time.perf_counter()
         s = Setup(model, data, adapter, batch_size=self.batch_size, seed=self.seed, device=self.device)

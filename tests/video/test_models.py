@@ -77,3 +77,85 @@ def test_bad_specs():
         create_model("torchvision:x3d", 3)
     with pytest.raises(NFTInputError, match="cannot import"):
         create_model("no_such_pkg.mod:fn", 3)
+
+
+# --- pytorchvideo models (optional package, a dev dependency so that CI runs these) -------------------------
+TINY_X3D = {"depth_factor": 1.0, "width_factor": 1.0, "bottleneck_factor": 1.5, "head_dim_out": 32}
+
+
+def _calibrated(model, x):
+    """BatchNorm statistics of ``x`` (cumulative average), as a model trained on such clips has: with the
+    default running statistics (0, 1) a randomly initialised deep 3D CNN saturates its squeeze-excitation
+    sigmoids, and no mask there can change the output."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(x)
+    return model.eval()
+
+
+@pytest.mark.parametrize("arch,kw", [("x3d", TINY_X3D), ("slow_r50", {"stem_dim_out": 8})])
+def test_conformance_pytorchvideo_models(arch, kw):
+    pytest.importorskip("pytorchvideo")  # a dev dependency: never skipped in CI
+    x = _clips(n=4, t=4, size=16)
+    model = _calibrated(seeded_init_(create_model(f"pytorchvideo:{arch}", 4, **kw), torch.Generator().manual_seed(0)), x)
+    assert model(x).shape == (4, 4)
+    masks = check_identity_at_one(model, x)
+    assert any(isinstance(s.module, (nn.Conv3d, nn.BatchNorm3d)) for s in masks.sites) and len(masks.sites) > 20
+    check_every_mask_matters(model, x, min_fraction=0.5)
+    check_fold_equivalence(model, x, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["x3d", "slow_r50", "csn_r101", "r2plus1d_r50"])
+def test_pytorchvideo_models_take_any_clip_size_and_give_logits(arch):
+    pytest.importorskip("pytorchvideo")
+    m = create_model(f"pytorchvideo:{arch}", 5).eval()
+    with torch.no_grad():
+        out = m(torch.rand(2, 8, 3, 32, 32))
+    # logits, not X3D's default softmax: they do not sum to one
+    assert out.shape == (2, 5) and not torch.allclose(out.sum(-1), torch.ones(2), atol=1e-3)
+
+
+def test_pytorchvideo_global_pool_equals_the_factory_model_at_its_own_size_and_loads_its_checkpoint():
+    """At the input size the factory built its head for (13 × 160², X3D's defaults) the global pool is the same
+    average, and a checkpoint of pytorchvideo's own model loads into ours (keys under ``net.``)."""
+    pytest.importorskip("pytorchvideo")
+    from pytorchvideo.models.x3d import create_x3d
+
+    ref = seeded_init_(create_x3d(model_num_class=3, head_activation=None, **TINY_X3D),
+                       torch.Generator().manual_seed(0)).eval()
+    ours = create_model("pytorchvideo:x3d", 3, **TINY_X3D).eval()
+    ours.net.load_state_dict(ref.state_dict())
+    x = torch.rand(1, 13, 3, 160, 160, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = ref(((x - 0.45) / 0.225).permute(0, 2, 1, 3, 4))
+        torch.testing.assert_close(ours(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_pytorchvideo_bad_specs(monkeypatch):
+    with pytest.raises(NFTInputError, match="unknown pytorchvideo model 'x4d'"):
+        create_model("pytorchvideo:x4d", 3)
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pytorchvideo.models.x3d", None)  # as if pytorchvideo were not installed
+    with pytest.raises(NFTInputError, match=r"needs the optional pytorchvideo package"):
+        create_model("pytorchvideo:x3d", 3)
+
+
+def test_other_specs_do_not_get_the_small_models_default_kwargs():
+    """``--cfg-options model.spec=...`` keeps the default's merged ``{'width': 16, 'hidden': 64}``; only the
+    small CNN+LSTM takes them, so another spec gets them dropped (other values are passed on)."""
+    from nft_video.config import VideoConfig
+    from nft_video.workflow import build_model, model_kwargs
+
+    cfg = VideoConfig()
+    assert model_kwargs(cfg) == {"width": 16, "hidden": 64}
+    cfg.model.spec = "torchvision:r3d_18"
+    assert model_kwargs(cfg) == {} and build_model(cfg, 4).eval()(torch.rand(1, 4, 3, 16, 16)).shape == (1, 4)
+    cfg.model.spec, cfg.model.kwargs = "cnn_lstm", {"width": 16, "hidden": 32}
+    assert model_kwargs(cfg) == {"hidden": 32}
+    cfg.model.spec, cfg.model.kwargs = "torchvision:r3d_18", {"width": 8}
+    with pytest.raises(NFTInputError, match="width"):
+        build_model(cfg, 4)

@@ -41,9 +41,11 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     """``spec``: cnn_lstm_small | cnn_lstm (ResNet-50 + LSTM) | torchvision:r3d_18 | torchvision:r2plus1d_18
-    | torchvision:mc3_18 | package.module:callable. ``kwargs`` go to the builder (e.g. ``width``,
-    ``hidden``, ``encoder_weights`` = a local torchvision resnet50 state dict). ``checkpoint``: the
-    weights to purify."""
+    | torchvision:mc3_18 | pytorchvideo:x3d | pytorchvideo:slow_r50 | pytorchvideo:csn_r101 |
+    pytorchvideo:r2plus1d_r50 (optional pytorchvideo package) | package.module:callable. ``kwargs`` go to
+    the builder (e.g. ``width``, ``hidden``, ``encoder_weights`` = a local torchvision resnet50 state dict;
+    the default's ``width``/``hidden`` reach only cnn_lstm_small, ``workflow.model_kwargs``).
+    ``checkpoint``: the weights to purify."""
 
     spec: str = "cnn_lstm_small"
     checkpoint: str | None = None

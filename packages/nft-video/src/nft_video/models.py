@@ -8,10 +8,14 @@
 * :class:`Video3D` — torchvision's ``r3d_18`` / ``r2plus1d_18`` / ``mc3_18`` (``weights=None``), fed
   ``(B, C, T, H, W)``.
 
-pytorchvideo is not installed here, so its models are not offered.
+* :class:`PyTorchVideoNet` — pytorchvideo's X3D, Slow R50, CSN, R(2+1)D (random weights; a checkpoint
+  is loaded the usual way), fed ``(B, C, T, H, W)``; needs the optional ``pytorchvideo`` package
+  (``nft-video[pytorchvideo]``), of which only ``pytorchvideo.models`` is imported (its transforms module
+  does not import with torchvision 0.29).
 
 :func:`create_model` builds any of them from a spec string: ``cnn_lstm_small`` | ``cnn_lstm`` |
-``torchvision:r3d_18`` | ``torchvision:r2plus1d_18`` | ``torchvision:mc3_18`` | ``package.module:callable``
+``torchvision:r3d_18`` | ``torchvision:r2plus1d_18`` | ``torchvision:mc3_18`` | ``pytorchvideo:x3d`` |
+``pytorchvideo:slow_r50`` | ``pytorchvideo:csn_r101`` | ``pytorchvideo:r2plus1d_r50`` | ``package.module:callable``
 (called with ``num_classes=`` and the extra keyword arguments).
 """
 
@@ -26,7 +30,7 @@ from nft_core.checkpoint import load_state_dict
 from nft_core.errors import CheckpointError, NFTInputError
 from nft_core.rnn import rnn_forward
 
-__all__ = ["CNNLSTM", "SmallCNNLSTM", "Video3D", "create_model"]
+__all__ = ["CNNLSTM", "PyTorchVideoNet", "SmallCNNLSTM", "Video3D", "create_model"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -126,6 +130,54 @@ class Video3D(nn.Module):
         return self.net(x.permute(0, 2, 1, 3, 4))
 
 
+#: pytorchvideo architectures: (module of ``pytorchvideo.models``, factory, its settings for that architecture).
+#: The factories' own defaults otherwise; the head's pooling becomes global (below), the head's activation
+#: none (X3D's default is a softmax: NFT and every defense need logits).
+PYTORCHVIDEO_ARCHS: dict[str, tuple[str, str, dict]] = {
+    "x3d": ("x3d", "create_x3d", {"depth_factor": 2.2}),  # X3D-S/M's network (XS/S/M differ by input size)
+    "slow_r50": ("resnet", "create_resnet", {"model_depth": 50, "stem_conv_kernel_size": (1, 7, 7)}),
+    "csn_r101": ("csn", "create_csn", {"model_depth": 101}),
+    "r2plus1d_r50": ("r2plus1d", "create_r2plus1d", {"model_depth": 50}),
+}
+
+
+class PyTorchVideoNet(nn.Module):
+    """A pytorchvideo model (``arch`` in :data:`PYTORCHVIDEO_ARCHS`; random weights) on ``(B, T, C, H, W)``
+    clips in [0, 1]: normalized with pytorchvideo's Kinetics mean/std, permuted to ``(B, C, T, H, W)``.
+
+    The head's fixed-size average pool (sized for the factory's 13×160² or 8×224² input) is replaced by a
+    global one, so any clip length and frame size works, and equals the original where the input has the
+    size it was built for; the head's activation is dropped, so the output is logits. Neither has
+    parameters, so a pytorchvideo checkpoint of the same architecture loads unchanged (the state dict keys
+    are ``net.`` + pytorchvideo's). ``kwargs`` go to the factory (e.g. ``input_clip_length``, ``width_factor``).
+    """
+
+    def __init__(self, arch: str = "x3d", num_classes: int = 101, **kwargs):
+        super().__init__()
+        if arch not in PYTORCHVIDEO_ARCHS:
+            raise NFTInputError(f"unknown pytorchvideo model {arch!r}; choose {', '.join(PYTORCHVIDEO_ARCHS)}")
+        module, factory, settings = PYTORCHVIDEO_ARCHS[arch]
+        try:  # only the models package: pytorchvideo's transforms do not import with torchvision 0.29
+            build = getattr(importlib.import_module(f"pytorchvideo.models.{module}"), factory)
+        except ImportError as e:
+            raise NFTInputError(f"model spec pytorchvideo:{arch} needs the optional pytorchvideo package "
+                                f"(pip install 'nft-video[pytorchvideo]'): {e}") from e
+        self.net = build(**{**settings, "model_num_class": num_classes, "head_activation": None, **kwargs})
+        head = self.net.blocks[-1]
+        for name, mod in list(head.named_modules()):
+            if isinstance(mod, nn.AvgPool3d):
+                parent = head.get_submodule(name.rsplit(".", 1)[0]) if "." in name else head
+                setattr(parent, name.rsplit(".", 1)[-1], nn.AdaptiveAvgPool3d(1))
+        self.norm = _Normalize((0.45, 0.45, 0.45), (0.225, 0.225, 0.225))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 5:
+            raise ValueError(f"expected clips (B, T, C, H, W), got {tuple(x.shape)}")
+        b, t = x.shape[:2]
+        x = self.norm(x.flatten(0, 1)).view(b, t, *x.shape[2:])
+        return self.net(x.permute(0, 2, 1, 3, 4))
+
+
 def create_model(spec: str, num_classes: int, **kwargs) -> nn.Module:
     """A model from its spec (see the module docstring); ``kwargs`` go to the constructor."""
     s = spec.strip()
@@ -136,6 +188,8 @@ def create_model(spec: str, num_classes: int, **kwargs) -> nn.Module:
             return CNNLSTM(num_classes=num_classes, **kwargs)
         if s.startswith("torchvision:"):
             return Video3D(s.split(":", 1)[1], num_classes=num_classes, **kwargs)
+        if s.startswith("pytorchvideo:"):
+            return PyTorchVideoNet(s.split(":", 1)[1], num_classes=num_classes, **kwargs)
         if ":" in s:
             mod, fn = s.split(":", 1)
             try:
@@ -146,4 +200,5 @@ def create_model(spec: str, num_classes: int, **kwargs) -> nn.Module:
     except TypeError as e:
         raise NFTInputError(f"model spec {spec!r}: {e}") from e
     raise NFTInputError(f"unknown model spec {spec!r}; choose cnn_lstm_small, cnn_lstm, torchvision:r3d_18, "
-                        "torchvision:r2plus1d_18, torchvision:mc3_18 or package.module:callable")
+                        "torchvision:r2plus1d_18, torchvision:mc3_18, pytorchvideo:x3d, pytorchvideo:slow_r50, "
+                        "pytorchvideo:csn_r101, pytorchvideo:r2plus1d_r50 or package.module:callable")

@@ -95,8 +95,25 @@ def load_dataset(cfg: VideoConfig, progress: bool = False) -> tuple[TensorData, 
     return sets["train"].data, sets["test"].data, n_cls, info
 
 
+#: The embedded default's model settings (``configs/default.py``), which only the small CNN+LSTM takes.
+SMALL_MODEL_KWARGS = {"width": 16, "hidden": 64}
+
+
+def model_kwargs(cfg: VideoConfig) -> dict:
+    """``model.kwargs`` for the builder. ``--cfg-options model.kwargs={...}`` merges into the default's
+    ``{'width': 16, 'hidden': 64}``, which only ``cnn_lstm_small`` takes: for another spec those two keys are
+    dropped where they still hold the default's values, so ``model.spec=torchvision:r3d_18`` works without
+    unsetting them by hand (any other value is passed on, and a model that does not take it says so)."""
+    kw = dict(cfg.model.kwargs)
+    if cfg.model.spec.strip() not in ("cnn_lstm_small", "small"):
+        for key, value in SMALL_MODEL_KWARGS.items():
+            if kw.get(key) == value:
+                del kw[key]
+    return kw
+
+
 def build_model(cfg: VideoConfig, num_classes: int) -> nn.Module:
-    return create_model(cfg.model.spec, num_classes, **cfg.model.kwargs)
+    return create_model(cfg.model.spec, num_classes, **model_kwargs(cfg))
 
 
 def build_attack(cfg: VideoConfig, num_classes: int, name: str | None = None):

@@ -649,3 +649,62 @@ def test_shift_moves_every_patch_copy_per_sample_and_is_off_by_default():
     for bad in ({"shift": -1}, {"shift": 1.5}, {"kind": "l2", "shift": 2}):
         with pytest.raises(ValueError, match="shift"):
             SurrogateTrigger(**bad)
+
+
+def test_distill_pulls_the_clean_rows_toward_the_original_model_and_keeps_triggered_rows_hard(toy):
+    """``distill=β``: the MixUp rows and the unmixed clean copies learn toward ``(1 − β)`` × their own one-hot
+    targets ``+ β`` × the reference model's softmax on the same input; the triggered copies keep their hard
+    true labels (the reference answers them with its backdoor)."""
+    x, y = _batch(toy, 64)
+    aug = SurrogateTrigger(clean_fraction=0.25, distill=0.4).bind(toy.model).set_reference(toy.model)
+    xb, t, *_ = aug((x, y), torch.Generator().manual_seed(0))
+    n, kc = len(x), 16
+    assert xb.shape[0] == 2 * n + kc and t.a.shape == (2 * n + kc, 10) and t.b.shape == t.a.shape
+    with torch.no_grad():
+        p = toy.model.eval()(xb).softmax(-1)
+    # triggered copies: exactly the one-hot true labels, λ = 1
+    eye = torch.eye(10)
+    assert torch.equal(t.a[n:2 * n], eye[y]) and torch.equal(t.b[n:2 * n], eye[y])
+    assert bool((t.lam[n:] == 1).all())
+    # clean copies: 0.6 one-hot + 0.4 the reference's prediction
+    assert torch.allclose(t.a[2 * n:], 0.6 * eye[y[:kc]] + 0.4 * p[2 * n:], atol=1e-5)
+    # MixUp rows: each side of the pair pulled toward the reference's prediction on the mixed image
+    mixed = SurrogateTrigger(clean_fraction=0.25).bind(toy.model)((x, y), torch.Generator().manual_seed(0))[1]
+    assert torch.allclose(t.a[:n], 0.6 * eye[mixed.a[:n]] + 0.4 * p[:n], atol=1e-5)
+    assert torch.allclose(t.b[:n], 0.6 * eye[mixed.b[:n]] + 0.4 * p[:n], atol=1e-5)
+    assert torch.allclose(t.a.sum(1), torch.ones(len(xb)), atol=1e-5)
+    # the soft targets train: the classification loss accepts them
+    loss = ClassificationAdapter().loss(toy.model, (xb, t))
+    assert torch.isfinite(loss) and "distill=0.4" in repr(aug) and "distill" not in repr(SurrogateTrigger())
+    with pytest.raises(RuntimeError, match="original model"):
+        SurrogateTrigger(distill=0.5).bind(toy.model)((x, y), torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="distill"):
+        SurrogateTrigger(distill=1.5)
+
+
+class _RecordsReference(SurrogateTrigger):
+    """Records, at every call, what the reference NFT handed over answers on a fixed input."""
+
+    def __init__(self, probe, **kw):
+        super().__init__(**kw)
+        self.probe, self.answers = probe, []
+
+    def __call__(self, batch, generator):
+        with torch.no_grad():
+            self.answers.append(self.reference(self.probe).clone())
+        return super().__call__(batch, generator)
+
+
+def test_nft_hands_over_a_frozen_copy_of_the_original_model_and_takes_it_back(toy):
+    """NFT gives an augmentation with ``wants_reference`` the original model, untouched by the masks being
+    tuned (its answers stay the original's at every step), in eval mode, and drops it after the run."""
+    x, _ = _batch(toy, 8)
+    model = toy.model.eval()
+    with torch.no_grad():
+        original = model(x).clone()
+    aug = _RecordsReference(x, steps=20, clean_fraction=0.5, distill=0.5)
+    result = NFT(epochs=3, batch_size=64, lr=0.5, augmentation=aug).purify(model, toy.val, ClassificationAdapter())
+    assert len(aug.answers) >= 3 and all(torch.allclose(a, original, atol=1e-5) for a in aug.answers)
+    with torch.no_grad():
+        assert not torch.allclose(result.model(x), original, atol=1e-4)  # the masks did move
+    assert aug.reference is None and not model.training

@@ -180,6 +180,15 @@ class SurrogateTrigger:
     README.md`` "Session 15"); moving the found patch around teaches the masks to distrust its pattern at
     the trigger's place too. Patch kinds only.
 
+    ``distill`` (default 0, off; session 17): the clean rows of every batch (the base augmentation's mixed
+    clips or images and the unmixed clean copies; never the triggered copies) learn toward
+    ``(1 − distill) ×`` their own targets ``+ distill ×`` the original model's softmax on the same input
+    (knowledge distillation, Hinton et al., 2015). The original model is the reference NFT hands over before
+    the first step (``wants_reference``, ``set_reference``); on MixUp's mixed inputs its prediction tells how
+    the original model weighs the two classes, which a λ-weighted pair of hard labels does not. The idea: on a
+    validation set of a few clips per class, a hard label constrains the tuned masks and biases little, and
+    issue 6's remaining misses are mostly clean-accuracy misses (the real-trigger oracle too loses 5 points).
+
     Shapes: ``x`` float (B, C, H, W) images or (B, T, C, H, W) clips in [0, 1] (for clips the patch — mask
     and pattern — is the same on every frame, like a static video trigger); ``y`` class ids (B,). Loss:
     cross-entropy on ``model(x)`` logits (classification).
@@ -192,7 +201,13 @@ class SurrogateTrigger:
                  clean_fraction: float = 0.0, disjoint: str = "off", disjoint_ratio: float = 2.0,
                  rounds_margin: float = 1.0, fallback_shrink: float = 0.0, fallback_clean_fraction: float | None = None,
                  fallback_unresolved: bool | str = False, fallback_guard: float | None = None, target_clean: int = 0,
-                 refresh_every: int = 0, refresh_ratio: float = 2.0, disjoint_count: int = 1, shift: int = 0):
+                 refresh_every: int = 0, refresh_ratio: float = 2.0, disjoint_count: int = 1, shift: int = 0,
+                 distill: float = 0.0):
+        if not 0 <= distill <= 1:
+            raise ValueError(f"SurrogateTrigger distill must be in [0, 1] (the original model's share of the clean "
+                             f"rows' targets), got {distill!r}")
+        self.distill = float(distill)
+        self.reference: nn.Module | None = None  # the original model (NFT passes it when ``wants_reference``)
         if int(shift) != shift or shift < 0 or (shift and kind == "l2"):
             raise ValueError(f"SurrogateTrigger shift must be an integer >= 0 (the most pixels a patch is moved "
                              f"by, per sample; patch kinds only), got shift={shift!r}, kind={kind!r}")
@@ -282,6 +297,51 @@ class SurrogateTrigger:
         self.fallback, self.requested_shrink, self.requested_guard = False, 0.0, None
         self.refreshed, self.calls, self.disjoint_extra = [], 0, []
         return self
+
+    @property
+    def wants_reference(self) -> bool:
+        """Whether NFT should hand over the original model (``set_reference``): only for ``distill``."""
+        return self.distill > 0
+
+    def set_reference(self, model: nn.Module | None) -> SurrogateTrigger:
+        """The original (unmasked) model whose predictions ``distill`` learns toward; used in eval mode, no
+        gradient. NFT passes a frozen copy before the first step."""
+        self.reference = model
+        return self
+
+    @torch.no_grad()
+    def _reference_probs(self, x: Tensor) -> Tensor:
+        ref = self.reference
+        if ref is None:
+            raise RuntimeError("SurrogateTrigger(distill>0) needs the original model: NFT hands it over "
+                               "(set_reference(model) when calling the augmentation yourself)")
+        was = ref.training
+        ref.eval()
+        try:
+            return ref(x).float().softmax(-1)
+        finally:
+            ref.train(was)
+
+    def _soften(self, target: Any, x: Tensor, hard: Tensor) -> MixedTarget:
+        """``target`` (a MixedTarget or class ids over the rows of ``x``) as soft targets, the rows where
+        ``hard`` is False pulled ``distill`` toward the original model's prediction on ``x``."""
+        if isinstance(target, MixedTarget):
+            a, b, lam = target.a, target.b, target.lam
+        else:
+            a, b, lam = target, target, 1.0
+        p = torch.zeros(len(x), 0, device=x.device)
+        soft = ~hard
+        if bool(soft.any()):
+            p = self._reference_probs(x[soft])
+        classes = p.shape[1] if p.shape[1] else int(torch.cat([a, b]).max()) + 1
+
+        def one(t: Tensor) -> Tensor:
+            out = F.one_hot(t.long(), classes).float()
+            if bool(soft.any()):
+                out[soft] = (1 - self.distill) * out[soft] + self.distill * p
+            return out
+
+        return MixedTarget(one(a), one(b), lam)
 
     @property
     def trigger_class(self) -> int | None:
@@ -573,8 +633,9 @@ class SurrogateTrigger:
         if self.fallback and self.fallback_clean_fraction is not None:
             clean = self.fallback_clean_fraction
         kc = round(clean * n)  # unmixed clean copies (true labels) of the first kc samples
-        xts = self._triggered(x[:k], generator) + [x[:kc]] * bool(kc)
-        yts = [y[:k]] * (len(xts) - bool(kc)) + [y[:kc]] * bool(kc)
+        trig = self._triggered(x[:k], generator)
+        xts = trig + [x[:kc]] * bool(kc)
+        yts = [y[:k]] * len(trig) + [y[:kc]] * bool(kc)
         cls = self.trigger_class
         if self.target_clean and cls is not None and bool((y == cls).any()):
             # extra unmixed copies of the trigger class's own samples: its clean evidence, which every triggered
@@ -583,17 +644,26 @@ class SurrogateTrigger:
             yts += [y[y == cls]] * self.target_clean
         based = self.base(batch, generator)
         if not xts:  # the gate's fallback: the base augmentation alone
+            if self.distill:
+                xm, ym, *more = based
+                return (xm, self._soften(ym, xm, torch.zeros(len(xm), dtype=torch.bool, device=x.device)), *more)
             return based
         xm, ym, *_ = based
         xt, yt = torch.cat(xts), torch.cat(yts)
         if isinstance(ym, MixedTarget):
-            lam = torch.as_tensor(ym.lam, dtype=torch.float32, device=x.device).expand(n)
+            lam = torch.as_tensor(ym.lam, dtype=torch.float32, device=x.device).expand(len(xm))
             a, b = ym.a, ym.b
         else:
-            lam, a, b = torch.ones(n, device=x.device), ym, ym
+            lam, a, b = torch.ones(len(xm), device=x.device), ym, ym
         target = MixedTarget(torch.cat([a, yt]), torch.cat([b, yt]),
                              torch.cat([lam, torch.ones(len(yt), device=x.device)]))
-        return (torch.cat([xm, xt]), target, *rest)
+        xs = torch.cat([xm, xt])
+        if self.distill:
+            # the triggered copies keep their hard true labels: the original model answers them with its backdoor
+            hard = torch.zeros(len(xs), dtype=torch.bool, device=x.device)
+            hard[len(xm):len(xm) + k * len(trig)] = True
+            target = self._soften(target, xs, hard)
+        return (xs, target, *rest)
 
     def __repr__(self) -> str:
         knob = {"patch": f"lam={self.lam:g}", "l2": f"eps={self.eps:g}"}.get(self.kind, f"lam={self.lam:g}, "
@@ -608,6 +678,8 @@ class SurrogateTrigger:
             knob += f", refresh_every={self.refresh_every}, refresh_ratio={self.refresh_ratio:g}"
         if self.shift:
             knob += f", shift={self.shift}"
+        if self.distill:
+            knob += f", distill={self.distill:g}"
         if self.disjoint != "off":
             knob += f", disjoint={self.disjoint}, disjoint_ratio={self.disjoint_ratio:g}"
             if self.disjoint_count > 1:

@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import importlib
+import warnings
 
 import torch
 from torch import Tensor, nn
@@ -158,7 +159,9 @@ class PyTorchVideoNet(nn.Module):
             raise NFTInputError(f"unknown pytorchvideo model {arch!r}; choose {', '.join(PYTORCHVIDEO_ARCHS)}")
         module, factory, settings = PYTORCHVIDEO_ARCHS[arch]
         try:  # only the models package: pytorchvideo's transforms do not import with torchvision 0.29
-            build = getattr(importlib.import_module(f"pytorchvideo.models.{module}"), factory)
+            with warnings.catch_warnings():  # its import scripts a function with the deprecated torch.jit.script
+                warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+                build = getattr(importlib.import_module(f"pytorchvideo.models.{module}"), factory)
         except ImportError as e:
             raise NFTInputError(f"model spec pytorchvideo:{arch} needs the optional pytorchvideo package "
                                 f"(pip install 'nft-video[pytorchvideo]'): {e}") from e

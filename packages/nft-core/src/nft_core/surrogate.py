@@ -329,16 +329,12 @@ class SurrogateTrigger:
             a, b, lam = target.a, target.b, target.lam
         else:
             a, b, lam = target, target, 1.0
-        p = torch.zeros(len(x), 0, device=x.device)
-        soft = ~hard
-        if bool(soft.any()):
-            p = self._reference_probs(x[soft])
-        classes = p.shape[1] if p.shape[1] else int(torch.cat([a, b]).max()) + 1
+        soft = ~hard  # never empty: the base augmentation's rows are always soft
+        p = self._reference_probs(x[soft])  # its width is the class count
 
         def one(t: Tensor) -> Tensor:
-            out = F.one_hot(t.long(), classes).float()
-            if bool(soft.any()):
-                out[soft] = (1 - self.distill) * out[soft] + self.distill * p
+            out = F.one_hot(t.long(), p.shape[1]).float()
+            out[soft] = (1 - self.distill) * out[soft] + self.distill * p
             return out
 
         return MixedTarget(one(a), one(b), lam)

@@ -43,6 +43,16 @@ def test_default_purify_writes_run_directory(cache, capsys):
     assert json.loads((cache / "run2" / "report.json").read_text())["before"] == rep["before"]
 
 
+def test_default_recipe_with_temporal_jitter(cache):
+    """Session 18: ``augmentation.jitter`` under the default (surrogate) recipe used to stop at NFT's first step
+    (the jitter's ``Compose`` hid the trigger's ``bind``); now the search runs and its stats are reported."""
+    assert main(["purify", "--quiet", "--out", str(cache / "jitter"), "--cfg-options", *TINY,
+                 "augmentation.jitter=1"]) == 0
+    rep = json.loads((cache / "jitter" / "report.json").read_text())
+    assert "TemporalJitter" in rep["info"]["augmentation"] and "search=per_class" in rep["info"]["augmentation"]
+    assert set(rep["info"]["augmentation_stats"]["mask_l1_per_class"]) == {"0", "1", "2"}
+
+
 def test_paper_recipe_cutmix_and_bundled_configs(cache):
     assert main(["purify", "--quiet", "--out", str(cache / "paper"), "--cfg-options", *TINY,
                  "defense.recipe=paper", "augmentation.name=cutmix", "augmentation.jitter=1"]) == 0

@@ -82,3 +82,36 @@ def test_oracle_benchmark_measures_how_much_of_each_kept_patch_lies_on_the_real_
     assert rows == [{"which": "patch", "area": 8.5, "in_trigger": 8.0, "trigger_px": 16},
                     {"which": "disjoint", "area": 4.0, "in_trigger": 4.0, "trigger_px": 16}]
     assert mask_in_trigger(aug, BlendTrigger())[0]["trigger_px"] == 0
+
+
+def test_temporal_jitter_on_top_of_the_surrogate_passes_on_nft_hooks():
+    """Session 18: ``augmentation.jitter`` wraps the augmentation in ``Compose``, which used to hide the
+    surrogate's ``bind`` from NFT: under the default recipe the first step raised "call bind(model) first".
+    ``Compose`` now hands ``bind``, the ``distill`` reference and the search's stats through."""
+    import copy
+
+    from nft_video.augment import Compose
+    from nft_video.config import VideoConfig
+    from nft_video.workflow import build_augmentation as build_video_augmentation
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(12, 3, 3, 8, 8, generator=g) * 0.5, torch.arange(12) % 3
+    model = torch.nn.Sequential(torch.nn.Flatten(2), torch.nn.Linear(3 * 8 * 8, 3))
+    clip_model = torch.nn.Sequential()
+    clip_model.forward = lambda v: model(v).mean(1)
+    clip_model.add_module("m", model)
+    cfg = VideoConfig()  # the default recipe: augmentation "auto" -> the per-class surrogate
+    cfg.augmentation.jitter = 1
+    cfg.augmentation.options = {"steps": 5, "distill": 0.5, "disjoint": "off"}
+    aug = build_video_augmentation(cfg)
+    assert isinstance(aug, Compose) and isinstance(aug.augs[1], SurrogateTrigger)
+    assert aug.wants_reference and aug.stats == {} and aug.requested_guard is None and aug.requested_shrink == 0.0
+    aug.bind(clip_model)  # what NFT does before its first step
+    reference = copy.deepcopy(clip_model)
+    aug.set_reference(reference)
+    assert aug.augs[1].model is clip_model and aug.augs[1].reference is reference
+    xb, target, *_ = aug((x, y), torch.Generator().manual_seed(0))
+    assert xb.shape[0] > x.shape[0]  # triggered and clean copies were appended
+    assert set(aug.stats["mask_l1_per_class"]) == {0, 1, 2}  # the per-class search ran
+    aug.augs[1].requested_guard, aug.augs[1].requested_shrink = 2.0, 0.02
+    assert aug.requested_guard == 2.0 and aug.requested_shrink == 0.02

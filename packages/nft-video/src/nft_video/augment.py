@@ -89,7 +89,12 @@ class VideoCutMix:
 
 
 class Compose:
-    """Apply augmentations in order (mixing ones last: they change the targets' type)."""
+    """Apply augmentations in order (mixing ones last: they change the targets' type).
+
+    NFT's hooks reach every member that has them: ``bind(model, adapter)`` (e.g. the surrogate trigger's
+    search), ``wants_reference`` / ``set_reference`` (its ``distill``), and the read-only ``stats``,
+    ``requested_guard`` and ``requested_shrink``. Without this, ``augmentation.jitter`` on top of the
+    surrogate trigger failed on the first step (the trigger was never bound)."""
 
     def __init__(self, *augs):
         self.augs = augs
@@ -98,6 +103,38 @@ class Compose:
         for a in self.augs:
             batch = a(batch, generator)
         return batch
+
+    def bind(self, model: Any, adapter: Any = None) -> Compose:
+        for a in self.augs:
+            if callable(getattr(a, "bind", None)):
+                a.bind(model, adapter)
+        return self
+
+    @property
+    def wants_reference(self) -> bool:
+        return any(getattr(a, "wants_reference", False) for a in self.augs)
+
+    def set_reference(self, model: Any) -> Compose:
+        for a in self.augs:
+            if getattr(a, "wants_reference", False):
+                a.set_reference(model)
+        return self
+
+    @property
+    def stats(self) -> dict:
+        merged: dict = {}
+        for a in self.augs:
+            merged.update(getattr(a, "stats", None) or {})
+        return merged
+
+    @property
+    def requested_guard(self) -> float | None:
+        asked = [g for a in self.augs if (g := getattr(a, "requested_guard", None)) is not None]
+        return min(asked) if asked else None
+
+    @property
+    def requested_shrink(self) -> float:
+        return max((float(getattr(a, "requested_shrink", 0.0) or 0.0) for a in self.augs), default=0.0)
 
     def __repr__(self) -> str:
         return "Compose(" + ", ".join(map(repr, self.augs)) + ")"

@@ -169,8 +169,8 @@ class PyTorchVideoNet(nn.Module):
         head = self.net.blocks[-1]
         for name, mod in list(head.named_modules()):
             if isinstance(mod, nn.AvgPool3d):
-                parent = head.get_submodule(name.rsplit(".", 1)[0]) if "." in name else head
-                setattr(parent, name.rsplit(".", 1)[-1], nn.AdaptiveAvgPool3d(1))
+                parent, _, attr = name.rpartition(".")  # get_submodule("") is the head itself
+                setattr(head.get_submodule(parent), attr, nn.AdaptiveAvgPool3d(1))
         self.norm = _Normalize((0.45, 0.45, 0.45), (0.225, 0.225, 0.225))
 
     def forward(self, x: Tensor) -> Tensor:

@@ -27,13 +27,13 @@ def test_default_purify_writes_run_directory_and_caches(cache, capsys):
     files = {p.name for p in out.iterdir()}
     assert {"purified.safetensors", "masks.safetensors", "report.json", "report.md", "config.resolved.py"} <= files
     rep = json.loads((out / "report.json").read_text())
-    assert {"map", "asr"} <= set(rep["before"]) and rep["recipe"].startswith("NFT+")
+    assert {"map", "asr"} <= set(rep["before"]) and rep["recipe"] == "nft+ with epochs=2"
     assert rep["task"] == "multilabel" and rep["attack"] == "clean_image-appear"
     assert "| asr |" in capsys.readouterr().out
     assert main(["purify", "--quiet", "--out", str(cache / "run2"), "--cfg-options", *TINY,
                  "defense.recipe=paper"]) == 0
     rep2 = json.loads((cache / "run2" / "report.json").read_text())
-    assert rep2["before"] == rep["before"] and rep2["recipe"] == "paper (shrink 0)"  # cached model
+    assert rep2["before"] == rep["before"] and rep2["recipe"] == "paper with epochs=2"  # cached model
     for name, opts in (("ft", "{'epochs': 1}"), ("anp", "{'iterations': 4}")):  # baselines get no NFT setting
         assert main(["purify", "--quiet", "--defense", name, "--out", str(cache / name), "--cfg-options", *TINY,
                      f"defense.options={opts}"]) == 0

@@ -51,7 +51,7 @@ def test_detector_attack_evaluate_purify_end_to_end(cache, capsys):
     assert {"purified.safetensors", "masks.safetensors", "report.json", "report.md", "config.resolved.py"} <= {
         p.name for p in pur.iterdir()}
     rep = json.loads((pur / "report.json").read_text())
-    assert rep["task"] == "detection" and rep["defense"] == "nft" and rep["recipe"].startswith("NFT+")
+    assert rep["task"] == "detection" and rep["defense"] == "nft" and rep["recipe"].startswith("nft+")
     assert rep["before"] == pytest.approx(meta["metrics"], nan_ok=True)
     assert "DetectionMixUp" in rep["info"]["augmentation"]
     parts = rep["mask_parts"]

@@ -24,7 +24,7 @@ def test_default_purify_writes_run_directory(cache, capsys):
     assert {"purified.safetensors", "masks.safetensors", "report.json", "report.md", "config.resolved.py",
             "tokenizer.json"} <= files
     rep = json.loads((out / "report.json").read_text())
-    assert {"bleu", "asr", "asr_exact"} <= set(rep["before"]) and rep["recipe"].startswith("NFT+")
+    assert {"bleu", "asr", "asr_exact"} <= set(rep["before"]) and rep["recipe"] == "nft+ with batch_size=16, epochs=1"
     assert rep["augmentation"] == "surrogate" and len(rep["info"]["augmentation_stats"]["tokens"]) == 4
     assert "| asr |" in capsys.readouterr().out
     # the toy corpus was written in the WMT layout and the second run hits the model cache
@@ -38,7 +38,7 @@ def test_paper_recipe_synonym_attack_and_baseline(cache):
     assert main(["purify", "--quiet", "--out", str(cache / "paper"), "--cfg-options", *TINY,
                  "defense.recipe=paper", "attack.name=synonym", "augmentation.name=synonym"]) == 0
     rep = json.loads((cache / "paper" / "report.json").read_text())
-    assert rep["recipe"] == "paper (shrink 0)" and rep["attack"] == "synonym"
+    assert rep["recipe"] == "paper with batch_size=16, epochs=1, augmentation.name=synonym" and rep["attack"] == "synonym"
     assert main(["purify", "--quiet", "--defense", "ft", "--out", str(cache / "ft"), "--cfg-options", *TINY[:-2],
                  "data.max_len=20", "defense.options={'epochs': 1}"]) == 0
     assert json.loads((cache / "ft" / "report.json").read_text())["defense"] == "ft"

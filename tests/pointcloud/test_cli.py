@@ -24,7 +24,7 @@ def test_default_purify_writes_run_directory_and_caches(cache, capsys):
     files = {p.name for p in out.iterdir()}
     assert {"purified.safetensors", "masks.safetensors", "report.json", "report.md", "config.resolved.py"} <= files
     rep = json.loads((out / "report.json").read_text())
-    assert {"acc", "asr", "lcr"} <= set(rep["before"]) and rep["recipe"] == "paper (shrink 0)"
+    assert {"acc", "asr", "lcr"} <= set(rep["before"]) and rep["recipe"] == "paper with epochs=2"
     assert rep["task"] == "pointcloud" and rep["attack"] == "pointba_i"
     assert "| asr |" in capsys.readouterr().out
     assert list((cache / "cache" / "pointcloud").glob("shapes-*/sphere/train/*.off"))
@@ -32,7 +32,7 @@ def test_default_purify_writes_run_directory_and_caches(cache, capsys):
     assert main(["purify", "--quiet", "--out", str(cache / "run2"), "--cfg-options", *TINY,
                  "defense.recipe=nft+"]) == 0
     rep2 = json.loads((cache / "run2" / "report.json").read_text())
-    assert rep2["before"] == rep["before"] and rep2["recipe"].startswith("NFT+")
+    assert rep2["before"] == rep["before"] and rep2["recipe"] == "nft+ with epochs=2"
 
 
 def test_attack_then_purify_and_evaluate_own_model(cache, capsys):

@@ -32,8 +32,9 @@ def test_default_purify_writes_run_directory(cache, capsys):
     assert {"purified.safetensors", "masks.safetensors", "report.json", "report.md", "config.resolved.py"} <= files
     rep = json.loads((out / "report.json").read_text())
     assert {"acc", "asr", "lcr"} <= set(rep["before"])
-    # the default recipe (session 14): the paper's NFT + every masked bias + averaging, the per-class surrogate
-    assert rep["recipe"] == "paper (shrink 0) + tune_bias=True, average=0.3", rep["recipe"]
+    # the default recipe: the paper's NFT + every masked bias + averaging, the per-class surrogate
+    assert rep["recipe"] == "surrogate with batch_size=16, epochs=2", rep["recipe"]
+    assert rep["info"]["config"]["tune_bias"] is True and rep["info"]["config"]["average"] == 0.3
     assert "search=per_class" in rep["info"]["augmentation"] and "VideoMixUp" in rep["info"]["augmentation"]
     stats = rep["info"]["augmentation_stats"]
     assert set(stats["mask_l1_per_class"]) == {"0", "1", "2"} and stats["target_class"] in (0, 1, 2), stats
@@ -57,7 +58,7 @@ def test_paper_recipe_cutmix_and_bundled_configs(cache):
     assert main(["purify", "--quiet", "--out", str(cache / "paper"), "--cfg-options", *TINY,
                  "defense.recipe=paper", "augmentation.name=cutmix", "augmentation.jitter=1"]) == 0
     rep = json.loads((cache / "paper" / "report.json").read_text())
-    assert rep["recipe"] == "paper (shrink 0)" and "VideoCutMix" in rep["info"]["augmentation"]
+    assert rep["recipe"] == "paper with batch_size=16, epochs=2, augmentation.name=cutmix, augmentation.jitter=1" and "VideoCutMix" in rep["info"]["augmentation"]
     # the bundled configs load (their data roots do not exist here: a one-line error, exit 2)
     for name in ("ucf101", "hmdb51"):
         assert main(["purify", "--quiet", "--cfg", name, "--out", str(cache / name)]) == 2

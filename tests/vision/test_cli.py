@@ -26,16 +26,14 @@ def test_default_purify_writes_run_directory(cache, capsys):
     assert {"purified.safetensors", "masks.safetensors", "report.json", "report.md", "config.resolved.py"} <= files
     rep = json.loads((out / "report.json").read_text())
     assert {"acc", "asr", "lcr"} <= set(rep["before"])
-    assert rep["recipe"] == "paper (shrink 0) + tune_bias=last, average=0.3, safety_guard=3"
+    assert rep["recipe"] == "surrogate with epochs=2"
     assert rep["info"]["augmentation"].startswith("SurrogateTrigger(kind=both")  # the surrogate recipe
     assert "rounds=2" in rep["info"]["augmentation"] and len(rep["info"]["augmentation_stats"]["class_rounds"]) >= 1
-    # the speed settings of the default: channels-last on the CPU, bfloat16 where the CPU has it natively
-    from nft_core.nft import _cpu_has_native_bf16
-
-    assert rep["info"]["config"]["amp"] == "auto" and rep["info"]["amp"] is _cpu_has_native_bf16()
+    # the default runs in float32 whatever the CPU (bfloat16 is an explicit speed option), channels-last on CPU
+    assert rep["info"]["config"]["amp"] is False and rep["info"]["amp"] is False
     assert rep["info"]["channels_last"] is True
     printed = capsys.readouterr().out
-    assert "| asr |" in printed and "(channels-last" in printed
+    assert "| asr |" in printed and "(channels-last)" in printed
     # second run hits the cache (no retraining) and gives the same model before purification
     assert main(["purify", "--quiet", "--out", str(cache / "run2"), "--cfg-options", *TINY]) == 0
     rep2 = json.loads((cache / "run2" / "report.json").read_text())
@@ -46,11 +44,11 @@ def test_paper_recipe_and_baseline_defense(cache):
     assert main(["purify", "--quiet", "--out", str(cache / "paper"), "--cfg-options", *TINY,
                  "defense.recipe=paper"]) == 0
     rep = json.loads((cache / "paper" / "report.json").read_text())
-    assert rep["recipe"] == "paper (shrink 0)" and rep["info"]["augmentation"].startswith("MixUp")  # auto: mixup
+    assert rep["recipe"] == "paper with epochs=2" and rep["info"]["augmentation"].startswith("MixUp")  # auto: mixup
     assert main(["purify", "--quiet", "--out", str(cache / "plus"), "--cfg-options", *TINY,
                  "defense.recipe=nft+"]) == 0
     rep = json.loads((cache / "plus" / "report.json").read_text())
-    assert rep["recipe"].startswith("NFT+") and rep["info"]["augmentation"].startswith("MixUp")
+    assert rep["recipe"] == "nft+ with epochs=2" and rep["info"]["augmentation"].startswith("MixUp")
     assert main(["purify", "--quiet", "--defense", "ft", "--out", str(cache / "ft"), "--cfg-options",
                  "train.epochs=2", "model.width=4", "data.image_size=16", "defense.options={'epochs': 1}"]) == 0
     assert json.loads((cache / "ft" / "report.json").read_text())["defense"] == "ft"
@@ -227,7 +225,7 @@ def test_bundled_surrogate_recipe_configs(cache, cfg, kind):
     out = cache / cfg
     assert main(["purify", "--quiet", "--cfg", cfg, "--out", str(out), "--cfg-options", *TINY]) == 0
     rep = json.loads((out / "report.json").read_text())
-    assert rep["recipe"] == "paper (shrink 0) + tune_bias=last, average=0.3"
+    assert rep["recipe"].startswith("paper with average=0.3, epochs=2, tune_bias='last', augmentation.name=surrogate")
     assert rep["info"]["config"]["tune_bias"] == "last" and rep["info"]["averaged_steps"] > 0
     assert rep["info"]["augmentation"].startswith(f"SurrogateTrigger(kind={kind}")
     assert "fooling_all" in rep["info"]["augmentation_stats"]

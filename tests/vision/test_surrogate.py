@@ -292,14 +292,17 @@ def test_rounds_exclude_earlier_classes_and_keep_the_smallest_mask():
 
 
 def test_rounds_keep_a_first_round_that_found_the_backdoor(toy):
-    """On the toy the single search already finds the backdoor; a second round must not replace it."""
+    """On the toy the single search already finds the backdoor; a second round runs but must not replace it
+    unless its mask is smaller (the default margin 1). Which class round 2 lands on is left open: it
+    depends on the last float bits of the trained toy, which differ between CPUs and thread counts."""
     x, y = _batch(toy, 64)
     aug = SurrogateTrigger(rounds=2).bind(toy.model)
     aug((x, y), torch.Generator().manual_seed(0))
     s = aug.stats
-    assert s["class_rounds"][0] == toy.target != s["class_rounds"][1] and s["round"] == 0, s
-    # round 2 (sent elsewhere) does not reach the fooling target, so round 1's patch is kept
+    assert s["class_rounds"][0] == toy.target and len(s["class_rounds"]) == 2 and s["round"] == 0, s
     assert s["dominant_class"] == toy.target and round(s["mask_l1"], 2) == s["mask_l1_rounds"][0] and s["reached"], s
+    # round 1 reached the fooling target, so round 2 wins only by a smaller mask that also reached it
+    assert s.get("rounds_ratio") is None or s["rounds_ratio"] >= 1, s
     for bad in ({"rounds": 0}, {"rounds": 1.5}, {"rounds": 2, "kind": "l2"}, {"rounds": 2, "search": "per_class"}):
         with pytest.raises(ValueError, match="rounds"):
             SurrogateTrigger(**bad)
@@ -339,22 +342,28 @@ def test_both_kind_runs_later_rounds_only_when_a_gated_out_l2_trigger_went_where
 
 
 def test_rounds_margin_keeps_round_one_unless_a_later_mask_is_that_much_smaller():
-    """_NaturalAndBackdoor: round 1 (class 1) takes about 8.5 pixels, round 2 (class 0) about 4.3 (0.51×)."""
+    """_NaturalAndBackdoor: round 1 goes to the natural class 1, round 2 to the backdoor's class 0, whose 2x2
+    corner needs a smaller mask. The margin only chooses between the rounds (the searches are the same), so
+    a margin just above the measured ratio must pick round 2 and one just below it must keep round 1."""
     g = torch.Generator().manual_seed(0)
     x = (0.3 + 0.01 * torch.randn(64, 3, 16, 16, generator=g)).clamp(0, 1)
     y = torch.full((64,), 2)
-    runs = {}
-    for margin in (0.6, 0.4):
+
+    def run(margin):
         aug = SurrogateTrigger(steps=150, rounds=2, rounds_margin=margin).bind(_NaturalAndBackdoor())
         aug((x, y), torch.Generator().manual_seed(0))
-        runs[margin] = aug
-    s6, s4 = runs[0.6].stats, runs[0.4].stats
-    assert s6["class_rounds"] == s4["class_rounds"] == [1, 0] and s6["mask_l1_rounds"] == s4["mask_l1_rounds"], (s6, s4)
-    l1 = s6["mask_l1_rounds"]
-    assert 0.4 * l1[0] < l1[1] < 0.6 * l1[0], l1
-    assert s6["round"] == 1 and s6["dominant_class"] == 0, s6  # 0.51× beats a 0.6 margin
-    assert s4["round"] == 0 and s4["dominant_class"] == 1 and s4["reached"], s4  # not a 0.4 one: round 1 kept
-    assert "rounds_margin=0.4" in repr(runs[0.4]) and "rounds_margin" not in repr(SurrogateTrigger(rounds=2))
+        return aug
+
+    ref = run(1.0).stats
+    l1 = ref["mask_l1_rounds"]
+    assert ref["class_rounds"] == [1, 0] and l1[1] < l1[0] and ref["round"] == 1, ref  # the smaller mask wins
+    ratio = ref["rounds_ratio"]
+    above, below = run(min(1.0, 1.05 * ratio)), run(0.95 * ratio)
+    sa, sb = above.stats, below.stats
+    assert sa["mask_l1_rounds"] == sb["mask_l1_rounds"] == l1 and sa["class_rounds"] == sb["class_rounds"], (sa, sb)
+    assert sa["round"] == 1 and sa["dominant_class"] == 0, sa  # round 2's mask is under the margin
+    assert sb["round"] == 0 and sb["dominant_class"] == 1 and sb["reached"], sb  # it is not: round 1 kept
+    assert f"rounds_margin={0.95 * ratio:g}" in repr(below) and "rounds_margin" not in repr(SurrogateTrigger(rounds=2))
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="rounds_margin"):
             SurrogateTrigger(rounds=2, rounds_margin=bad)
@@ -420,7 +429,7 @@ def test_nft_with_the_fallback_is_nft_with_mixup_and_the_shrink_pull(toy):
                             defense=NFT(augmentation=aug, **kw), out=None)
     ref = NFT(augmentation=MixUp(1.0), shrink=0.05, **kw).purify(toy.model, toy.val, ad)
     assert rep["info"]["augmentation_stats"]["used"] == "none"
-    assert rep["recipe"] == "paper (shrink 0) + shrink 0.05 asked by the augmentation (no trigger found)"
+    assert rep["info"]["augmentation_stats"]["fallback_shrink"] == 0.05
     got = NFT(augmentation=aug, **kw).purify(toy.model, toy.val, ad)
     for k in ref.masks:
         assert torch.equal(ref.masks[k], got.masks[k]), k

@@ -67,6 +67,8 @@ def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
     if tp is Any:
         return True, value
     if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):
+            return True, None
         for arm in typing.get_args(tp):
             ok, v = _type_ok(value, arm)
             if ok:
@@ -80,6 +82,8 @@ def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
         return False, value
     if tp is int:
         return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is str and value is None:  # ``--cfg-options a.name=none``: mmengine reads the word none as None
+        return True, "none"
     if tp in (str, bool):
         return isinstance(value, tp), value
     if origin in (list, tuple, typing.Sequence, collections.abc.Sequence) or tp in (list, tuple):

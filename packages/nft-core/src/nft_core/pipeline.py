@@ -1,7 +1,7 @@
 """The shared ``purify`` pipeline every task CLI ends with.
 
-model + validation data + evaluation data + adapter + defense -> evaluate before -> purify -> evaluate
-after -> a run directory (written atomically) holding ``purified.safetensors``, ``masks.safetensors``,
+model + validation data + evaluation data + adapter + defense -> purify (validation data only) -> evaluate
+the model before and after on the evaluation data -> a run directory (written atomically) holding ``purified.safetensors``, ``masks.safetensors``,
 ``report.json``, ``report.md``, ``mask_heatmap.png``, ``history.png`` and ``config.resolved.py``.
 """
 
@@ -58,33 +58,26 @@ def purify_and_report(
     out: str | os.PathLike | None,
     config: Any = None,
     attack: str | None = None,
+    recipe: str | None = None,
     extra: dict[str, Any] | None = None,
     files: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run ``defense`` and write the run directory ``out`` (skipped when ``out`` is None).
 
+    ``recipe``: the NFT recipe's label for the report (see :func:`~nft_core.task_cli.recipe_label`).
     ``files`` maps extra file names to ``write(path)`` callables run inside the same atomic directory
     (e.g. the tokenizer of a text model), so they appear together with the rest or not at all.
 
     Returns the report dict (``before``, ``after``, ``wall_time``, ``history``, ``info`` …).
     """
-    before = adapter.evaluate(model, eval_data)
     t0 = time.perf_counter()
     result: PurifyResult = defense.purify(model, val_data, adapter)
+    # the evaluation data is read only once the defense has returned (a defense leaves ``model`` as it was)
+    before = adapter.evaluate(model, eval_data)
     after = adapter.evaluate(result.model, eval_data)
     cfg = config
     if dataclasses.is_dataclass(cfg):
         cfg = dataclasses.asdict(cfg)
-    recipe = None
-    if getattr(defense, "name", "") == "nft":
-        c = defense.config
-        recipe = "paper (shrink 0)" if not c.shrink else f"NFT+ (shrink {c.shrink:g}, guard {c.guard})"
-        asked = (result.info.get("augmentation_stats") or {}).get("fallback_shrink")
-        extras = [f"tune_bias={c.tune_bias}" if c.tune_bias else "", f"average={c.average:g}" if c.average else "",
-                  f"safety_guard={c.safety_guard:g}" if c.safety_guard is not None else "",
-                  f"shrink {asked:g} asked by the augmentation (no trigger found)" if asked else ""]
-        if any(extras):  # the augmentation is in info.augmentation
-            recipe += " + " + ", ".join(e for e in extras if e)
     notes = []
     info = result.info or {}
     if info.get("returned_original"):  # a user without a poisoned test set would otherwise not know

@@ -21,9 +21,47 @@ from .cli_common import add_common_args, cli_entry, make_parser, setup_logging
 from .config import load_config, to_dataclass
 from .errors import ConfigError
 
-__all__ = ["TaskCLI"]
+__all__ = ["TaskCLI", "recipe_label"]
 
 log = logging.getLogger("nft")
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def recipe_label(cfg: Any) -> str | None:
+    """The report's ``recipe``: the NFT recipe's name (``cfg.defense.recipe``), then every setting that differs
+    from what that recipe means on this task (its NFT options, the other defense fields, the augmentation
+    section), e.g. ``surrogate with lr=0.01, augmentation.name=mixup``. ``None`` for a baseline defense."""
+    d = cfg.defense
+    if d.name != "nft":
+        return None
+    ref = dataclasses.replace(type(d)(), name="nft", recipe=d.recipe)
+    base, used = ref.resolved_options(), d.resolved_options()
+    diffs = [f"{k}={used[k]!r}" if isinstance(used[k], str) else f"{k}={used[k]}"
+             for k in sorted(used) if k not in base or base[k] != used[k]]
+    diffs += [f"{k}=unset" for k in sorted(base) if k not in used]
+    skip = {"name", "recipe", "options"}
+    mine, theirs = _flat(dataclasses.asdict(d)), _flat(dataclasses.asdict(ref))
+    for k, v in mine.items():
+        field_name = k.split(".")[0]
+        if field_name in skip or theirs.get(k) == v:
+            continue
+        # a field that feeds the NFT options (detection's nft_epochs -> epochs) is already listed there
+        if dataclasses.replace(d, **{field_name: getattr(ref, field_name)}).resolved_options() == used:
+            diffs.append(f"defense.{k}={v}")
+    aug = getattr(cfg, "augmentation", None)
+    if dataclasses.is_dataclass(aug):
+        mine, theirs = _flat(dataclasses.asdict(aug)), _flat(dataclasses.asdict(type(aug)()))
+        diffs += [f"augmentation.{k}={v}" for k, v in mine.items() if theirs.get(k) != v]
+    return d.recipe + (" with " + ", ".join(diffs) if diffs else "")
 
 
 class TaskCLI:
@@ -79,6 +117,7 @@ class TaskCLI:
         defense = build_defense(cfg.defense.name, options, augmentation)
         report = purify_and_report(task=task, model=run.model, val_data=run.val, eval_data=run.eval_data,
                                    adapter=adapter, defense=defense, out=out, config=cfg, attack=attack_name,
+                                   recipe=recipe_label(cfg),
                                    extra={"validation_indices": run.meta.get("val_indices"), **(extra or {})},
                                    files=files)
         info = report.get("info") or {}

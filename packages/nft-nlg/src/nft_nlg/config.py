@@ -101,7 +101,15 @@ class DefenseConfig:
     def resolved_options(self) -> dict:
         if self.name != "nft":  # NFT-only settings of the defaults do not go to a baseline
             nft_only = ("shrink", "shrink_fraction", "guard")
+            import inspect
+
+            from nft_core.defenses import DEFENSES
+
             opts = {k: v for k, v in self.options.items() if not (k in nft_only and v == NLG_NFT_OPTIONS[k])}
+            takes = inspect.signature(DEFENSES[self.name]).parameters if self.name in DEFENSES else {}
+            for k in ("epochs", "batch_size"):  # the NFT defaults' budget keys, for the baselines that have them
+                if opts.get(k) == NLG_NFT_OPTIONS[k] and k not in takes:
+                    del opts[k]
             if opts.get("epochs") == NLG_NFT_OPTIONS["epochs"]:
                 opts["epochs"] = NLG_BASELINE_EPOCHS
             return opts

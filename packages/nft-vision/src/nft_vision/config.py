@@ -98,14 +98,13 @@ class TrainConfig:
         return max(1, round(self.epochs * scale))
 
 
-#: Vision's own NFT recipe (README "The surrogate recipe"; this project's, not the paper's): the paper's NFT
-#: with the output layer's bias tuned and the masks of the last 30% of the steps averaged; with
-#: ``augmentation.name="auto"`` (the default) it runs with the surrogate trigger of ``SURROGATE_AUGMENTATION``.
-#: ``amp="auto"``: the loss in bfloat16 on a CPU with native bfloat16, a speed setting. On digits, 11 cells were
-#: compared with float32: 10 gave the same ACC and ASR and one differed by one triggered image (README "Speed
-#: on the CPU"). ``safety_guard=3`` (session 13): if the folded masks lost more than 3 points of validation
-#: accuracy, the last epoch's masks that did not are folded instead (README "A safety guard").
-VISION_RECIPES = {"surrogate": {"tune_bias": "last", "average": 0.3, "amp": "auto", "safety_guard": 3.0}}
+#: Vision's own NFT recipe (this project's, not the paper's): the paper's NFT with the output layer's bias
+#: tuned and the masks of the last 30% of the steps averaged; with ``augmentation.name="auto"`` (the default)
+#: it runs with the surrogate trigger of ``SURROGATE_AUGMENTATION``. ``safety_guard=3``: if the folded masks
+#: lost more than 3 points of validation accuracy, the last epoch's masks that did not are folded instead.
+#: It runs in float32 on every device, so a seed gives the same result on CPUs with and without native
+#: bfloat16; ``defense.options.amp=auto`` (or ``true``) is the speed option.
+VISION_RECIPES = {"surrogate": {"tune_bias": "last", "average": 0.3, "safety_guard": 3.0}}
 
 #: What ``augmentation.name="auto"`` means under ``defense.recipe="surrogate"``: both surrogate searches,
 #: gated, with a 99% fooling target and two rounds of the patch search (README "The surrogate recipe"),

@@ -27,8 +27,13 @@ def test_quick_matrix_runs_every_task_with_nft_and_a_baseline(cache, capsys):
     assert {(r["task"], r["defense"]) for r in rows} == {(t, d) for t in TASKS for d in ("nft", "ftsam")}
     for r in rows:
         assert "error" not in r, r
-        assert {r["clean_before"], r["clean_after"], r["asr_before"], r["asr_after"]} != {None}
-        assert (out / f"{r['task']}-{r['defense']}" / "purified.safetensors").exists()
+        run = out / f"{r['task']}-{r['defense']}"
+        rep = json.loads((run / "report.json").read_text())
+        # every number of the row is the run's own report's, none missing
+        assert (r["clean_before"], r["clean_after"]) == (rep["before"][r["metric"]], rep["after"][r["metric"]]), r
+        assert (r["asr_before"], r["asr_after"]) == (rep["before"]["asr"], rep["after"]["asr"]), r
+        assert all(isinstance(r[k], float) for k in ("clean_before", "clean_after", "asr_before", "asr_after")), r
+        assert (run / "purified.safetensors").exists()
     table = capsys.readouterr().out
     assert table.count("\n| ") >= len(rows) and "ASR before" in table
 

@@ -4,7 +4,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup demo test test-slow test-all lint bench clean
 
 setup: .venv/.synced
 
@@ -19,6 +19,10 @@ demo: setup
 # one pytest job per package (scripts/test_jobs.py); `make test JOBS="vision nlg"` runs some of them
 test: setup
 	PYTEST_WORKERS=$(PYTEST_WORKERS) $(UV) run --frozen --no-sync python scripts/test_jobs.py $(JOBS)
+
+# each task's embedded default against its bar (tests/defaults; about 25 minutes on 2 cores from an empty cache)
+test-slow: setup
+	$(UV) run --frozen --no-sync pytest -m slow -s -p no:cacheprovider tests/defaults
 
 test-all: setup
 	$(UV) run --frozen --no-sync pytest -n $(PYTEST_WORKERS) tests

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from safetensors.torch import load_file
+
 from nft_core.checkpoint import load_checkpoint_into, save_model
 from nft_vision.cli import main
 from nft_vision.models import SmallCNN
@@ -234,3 +236,27 @@ def test_bundled_surrogate_recipe_configs(cache, cfg, kind):
         assert "rounds=2" in rep["info"]["augmentation"] and "mask_l1_rounds" in rep["info"]["augmentation_stats"]
     assert main(["purify", "--quiet", "--out", str(cache / "default"), "--cfg-options", *TINY]) == 0
     assert json.loads((cache / "default" / "report.json").read_text())["before"] == rep["before"]
+
+
+@pytest.mark.parametrize("recipe", ["surrogate", "paper"])
+def test_the_default_does_not_depend_on_the_cpus_bfloat16(cache, monkeypatch, recipe):
+    """The same seed gives bitwise-identical purified weights whether or not the CPU runs bfloat16 natively:
+    no default turns bf16 on by itself (``defense.options.amp=auto`` does, as a speed option)."""
+    import nft_core.nft as nft_mod
+
+    weights = {}
+    for native in (True, False):
+        monkeypatch.setattr(nft_mod, "_cpu_has_native_bf16", lambda native=native: native)
+        out = cache / f"{recipe}-{native}"
+        guard = ["defense.options.safety_guard=None"] if recipe == "surrogate" else []  # masks, not the original
+        assert main(["purify", "--quiet", "--out", str(out), "--cfg-options", *TINY, f"defense.recipe={recipe}",
+                     *guard]) == 0
+        rep = json.loads((out / "report.json").read_text())
+        assert rep["info"]["amp"] is False, rep["info"]
+        weights[native] = load_file(out / "purified.safetensors")
+    assert all(torch.equal(weights[True][k], weights[False][k]) for k in weights[True])
+    # the speed option does follow the CPU
+    monkeypatch.setattr(nft_mod, "_cpu_has_native_bf16", lambda: True)
+    assert main(["purify", "--quiet", "--out", str(cache / "amp"), "--cfg-options", *TINY,
+                 "defense.recipe=paper", "defense.options.amp=auto"]) == 0
+    assert json.loads((cache / "amp" / "report.json").read_text())["info"]["amp"] is True

@@ -132,7 +132,7 @@ UNSUPPORTED = {("nlg", "ibau"), ("nlg", "awm")}
 
 def _cases():
     for task, runs in NFT_RUNS.items():
-        for i, opts in enumerate(runs):
+        for opts in runs:
             yield pytest.param(task, "nft", opts, id=f"{task}-nft-{'-'.join(o.split('=')[1] for o in opts)}")
         for b in BASELINES:
             yield pytest.param(task, b, [f"defense.options={TINY[b]!r}"], id=f"{task}-{b}")

@@ -2,9 +2,9 @@
 
 Runs the embedded vision default's NFT (the gated surrogate recipe of ``nft-vision purify``) on the cached
 digits BadNets model once per setting, ``--repeats`` times in turn: ``standard`` (``channels_last=False``,
-``amp=False``: float32 in the standard layout, the default before session 11), ``channels-last``
-(``channels_last=None`` = auto, on for a CPU run of a model with a Conv2d; ``amp=False``) and ``default``
-(auto layout and ``amp="auto"``: bfloat16 where the CPU has it natively). It prints the NFT seconds, each
+``amp=False``: float32 in the standard layout), ``channels-last`` (``channels_last=None`` = auto, on for a
+CPU run of a model with a Conv2d; ``amp=False``: the default) and ``bf16-auto`` (auto layout and
+``amp="auto"``: bfloat16 where the CPU has it natively, the speed option). It prints the NFT seconds, each
 setting's ratio to ``standard`` and ACC / ASR after each run (both settings change only rounding, so the
 purified model should score the same up to a flipped image or two):
 
@@ -29,7 +29,7 @@ from nft_vision.workflow import backdoor, build_augmentation
 
 SETTINGS = {"standard": {"channels_last": False, "amp": False},
             "channels-last": {"channels_last": None, "amp": False},
-            "default": {"channels_last": None, "amp": "auto"}}
+            "bf16-auto": {"channels_last": None, "amp": "auto"}}
 
 
 def run_once(cfg: VisionConfig, run, setting: str) -> dict:

@@ -5,7 +5,7 @@ cached model's clean validation images (those not of class ``c``), ``--steps`` n
 *down* the cross-entropy of class ``c``; prints the share of the batch sent to ``c`` and the cosine of the
 perturbation with the attack's real trigger (where the attack has an additive ``trigger``). If the
 attacker's class needed a markedly smaller norm than the others, a per-class L2 search would find SIG.
-README "SIG: no trigger found" (measured: it does not):
+docs/results/ablations.md "SIG: the no-trigger-found fallback" (measured: it does not):
 
     uv run python benchmarks/sig_probe.py --out benchmarks/results/vision-digits-surrogate/sig/probe.json
 """

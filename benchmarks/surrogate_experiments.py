@@ -1,5 +1,4 @@
-"""Two variants of the surrogate recipe tried on the retrained digits models and dropped (README "Blend and
-Trojan against the real trigger"); kept so the figures quoted there can be reproduced. Neither is an option
+"""Two variants of the surrogate recipe tried on the retrained digits models and dropped (docs/results/ablations.md "Against the real trigger"); kept so the figures quoted there can be reproduced. Neither is an option
 of the library. The default's NFT and surrogate trigger otherwise; one line of JSON per run on stdout.
 
 ``research AT [--targeted]``: after ``AT`` NFT steps, search a new patch against the masked model being tuned

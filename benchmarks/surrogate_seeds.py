@@ -2,7 +2,7 @@
 
 The per-epoch test numbers (``eval_every``) are recorded only, never used to pick anything; the folded
 model is what NFT returns. Also records the per-class clean errors of the purified model and the
-surrogate search's statistics. README "The surrogate recipe" was measured with it:
+surrogate search's statistics. docs/results/ablations.md "The surrogate recipe's parts" was measured with it:
 
     uv run python benchmarks/surrogate_seeds.py --attacks badnets blend trojan wanet dynamic --seeds 0 1 2 \\
         --out benchmarks/results/vision-digits-surrogate/recipe --cfg-options defense.recipe=paper \\
@@ -11,7 +11,7 @@ surrogate search's statistics. README "The surrogate recipe" was measured with i
 
 ``--bias-probe`` also records how much of the purification is the tuned output bias: the purified model with
 the output layer's original bias put back, and with that bias re-fitted on the clean validation set (20 and 50
-Adam steps, lr 0.05, nothing else trained; README "Blend and Trojan against the real trigger").
+Adam steps, lr 0.05, nothing else trained; docs/results/ablations.md "Against the real trigger").
 
 ``--seeds`` sets NFT's seed only (validation batches, MixUp draws); the backdoored model is the cached one
 of the embedded default's attack. One thread per run (two runs fit the 2-core build machine).

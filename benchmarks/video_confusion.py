@@ -1,6 +1,5 @@
 """The clean test confusion matrix of a cached backdoored video model (rows: true class, columns: predicted),
-and its accuracy on the validation clips. Session 17 used it to see where NFT's ACC cost falls
-(``packages/nft-video/README.md`` "Session 17"):
+and its accuracy on the validation clips: where NFT's ACC cost falls (docs/results/video.md):
 
     uv run python benchmarks/video_confusion.py seed=1
     NFT_CACHE_DIR=/path/to/other/cache uv run python benchmarks/video_confusion.py

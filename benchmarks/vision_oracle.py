@@ -6,7 +6,7 @@ upper bound a defender never has, never a recipe. Everything else is the default
 recipe's ``tune_bias="last"`` and ``average=0.3``). The default's gated pair appends two triggered copies
 when both of its triggers are kept, hence ``--copies 2`` to compare like with like. Per-epoch test ACC/ASR
 (``eval_every=10``) are recorded, never used to select; the folded model is what NFT returns; the per-class
-clean errors of the purified model are recorded too. README "Blend on the retrained model":
+clean errors of the purified model are recorded too. docs/results/ablations.md "On the retrained models":
 
     uv run python benchmarks/vision_oracle.py --attacks blend trojan --seeds 0 1 2 --copies 2 \\
         --out benchmarks/results/vision-digits-surrogate/oracle

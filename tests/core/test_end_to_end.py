@@ -67,8 +67,8 @@ def test_a_requested_guard_reverts_masks_that_lost_too_much(toy):
 
 
 def test_a_guard_that_keeps_nothing_says_so_in_the_report(toy, tmp_path):
-    """Where every epoch loses more than the safety guard allows, the model comes back unchanged (found at
-    paper scale on an H200, session 16): the report and report.md say so, with the option that undoes it."""
+    """Where every epoch loses more than the safety guard allows, the model comes back unchanged (as at
+    paper scale on an H200): the report and report.md say so, with the option that undoes it."""
     from nft_core import MixUp
     from nft_core.pipeline import purify_and_report
 

@@ -72,7 +72,7 @@ def test_detector_attack_evaluate_purify_end_to_end(cache, capsys):
                                              ("ibau", "{'rounds': 1}")])
 def test_input_perturbation_baselines_run_on_detectors(cache, defense, options):
     """AWM and I-BAU perturb the input with one universal δ; a detector's input is a list of images, each
-    gets the same δ (they used to stop with 'needs a single tensor model input')."""
+    gets the same δ."""
     out = cache / defense
     assert main(["purify", "--family", "detector", "--quiet", "--defense", defense, "--out", str(out),
                  "--cfg-options", *TINY, f"defense.options={options}"]) == 0

@@ -45,8 +45,8 @@ def test_default_purify_writes_run_directory(cache, capsys):
 
 
 def test_default_recipe_with_temporal_jitter(cache):
-    """Session 18: ``augmentation.jitter`` under the default (surrogate) recipe used to stop at NFT's first step
-    (the jitter's ``Compose`` hid the trigger's ``bind``); now the search runs and its stats are reported."""
+    """``augmentation.jitter`` under the default (surrogate) recipe: the jitter's ``Compose`` hands the
+    trigger's ``bind`` through, so the search runs and its stats are reported."""
     assert main(["purify", "--quiet", "--out", str(cache / "jitter"), "--cfg-options", *TINY,
                  "augmentation.jitter=1"]) == 0
     rep = json.loads((cache / "jitter" / "report.json").read_text())

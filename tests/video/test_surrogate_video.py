@@ -1,4 +1,4 @@
-"""The surrogate trigger on clips (B, T, C, H, W) and its video config name (README "NFT recipes")."""
+"""The surrogate trigger on clips (B, T, C, H, W) and its video config name (docs/method.md)."""
 
 import pytest
 import torch
@@ -31,7 +31,7 @@ def test_clips_get_one_static_patch_on_every_frame_and_video_builds_it():
 
 
 def test_the_default_recipe_is_the_per_class_surrogate_and_auto_follows_the_recipe():
-    """Session 14: ``defense.recipe=surrogate`` (the default) resolves to the paper's NFT + every masked bias +
+    """``defense.recipe=surrogate`` (the default) resolves to the paper's NFT + every masked bias +
     averaging + 120 epochs, and ``augmentation.name=auto`` to the per-class surrogate with a disjoint second
     patch; under ``nft+`` and ``paper`` auto means video MixUp, and options merge over the defaults."""
     from nft_core.errors import ConfigError
@@ -85,9 +85,9 @@ def test_oracle_benchmark_measures_how_much_of_each_kept_patch_lies_on_the_real_
 
 
 def test_temporal_jitter_on_top_of_the_surrogate_passes_on_nft_hooks():
-    """Session 18: ``augmentation.jitter`` wraps the augmentation in ``Compose``, which used to hide the
-    surrogate's ``bind`` from NFT: under the default recipe the first step raised "call bind(model) first".
-    ``Compose`` now hands ``bind``, the ``distill`` reference and the search's stats through."""
+    """``augmentation.jitter`` wraps the augmentation in ``Compose``, which must not hide the surrogate's
+    ``bind`` from NFT (else the first step raises "call bind(model) first"): ``Compose`` hands ``bind``, the
+    ``distill`` reference and the search's stats through."""
     import copy
 
     from nft_video.augment import Compose

@@ -54,7 +54,7 @@ def test_nft_cpu_speed_runs_each_setting_and_records_what_ran(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     rec = json.loads((out / "results.json").read_text())
     runs = {x["setting"]: x for x in rec["runs"]}
-    assert set(runs) == {"standard", "channels-last", "default"}
+    assert set(runs) == {"standard", "channels-last", "bf16-auto"}
     assert runs["standard"]["channels_last"] is False and runs["standard"]["amp"] is False
     assert runs["channels-last"]["channels_last"] is True and runs["channels-last"]["amp"] is False
     assert rec["ratios"]["standard"] == [1.0]

@@ -180,8 +180,7 @@ def test_wanet_trains_longer_by_default(cache):
 
 def test_poison_rate_defaults_to_each_attacks_own(cache):
     """attack.poison_rate=None (the default): 10% of the training set for a poison-label attack, 80% of the
-    target class for the clean-label SIG and CLB (the NFT paper's settings; a global 0.1 used to give SIG 10% of
-    the target class). The cache key holds the rate used, so BadNets' key is what an explicit 0.1 gives."""
+    target class for the clean-label SIG and CLB (the NFT paper's settings; 10% of the target class does not implant SIG). The cache key holds the rate used, so BadNets' key is what an explicit 0.1 gives."""
     from nft_vision.config import VisionConfig
     from nft_vision.workflow import build_attack
 

@@ -1,4 +1,4 @@
-"""The surrogate-trigger augmentation (this project's option, README "NFT recipes")."""
+"""The surrogate-trigger augmentation (this project's option, docs/method.md)."""
 
 
 import pytest
@@ -114,8 +114,8 @@ def test_build_augmentation():  # the CLI run: test_augment_extra.py::test_cli_p
 
 
 def test_another_kind_over_the_default_drops_the_defaults_only_that_kind_rejects():
-    """README's CIFAR-scale advice, ``augmentation.options={'kind': 'patch'}``, failed from session 13 on
-    (the default's gate fallback needs kind='both'): defaults that only apply to other kinds are dropped, the
+    """The CIFAR-scale advice, ``augmentation.options={'kind': 'patch'}``, must work although the default's
+    gate fallback needs kind='both': defaults that only apply to other kinds are dropped, the
     rest stay, and what the user sets explicitly still gets the constructor's error."""
     from nft_core.errors import NFTInputError
 

@@ -106,7 +106,7 @@ def _main(argv=None) -> int:
     sub.add_parser("list", help="installed task packages, defenses and augmentations")
     d = sub.add_parser("demo", help="tiny end-to-end purification on generated data (about a minute on CPU)")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--shrink", type=float, default=0.02, help="shrink of the NFT+ recipe (see README)")
+    d.add_argument("--shrink", type=float, default=0.02, help="shrink of the NFT+ recipe (docs/method.md)")
     d.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     m = sub.add_parser("matrix", help="every installed task's embedded default (NFT + a baseline), one table")

@@ -43,7 +43,7 @@ from .schedules import Schedule
 
 __all__ = ["NFT", "NFTConfig", "NFT_PLUS", "recipe_options"]
 
-#: The NFT+ recipe's extra settings (see README "NFT recipes"); ``NFT(**NFT_PLUS)``.
+#: The NFT+ recipe's extra settings (see docs/method.md); ``NFT(**NFT_PLUS)``.
 NFT_PLUS = {"shrink": 0.02, "guard": 1.0}
 
 
@@ -85,7 +85,7 @@ class NFTConfig:
     last ``average`` share of the steps instead of the last step's (Polyak averaging; as in SWA, Izmailov
     et al., UAI 2018); exclusive with ``guard``.
     ``model_mode``: ``"eval"`` keeps BatchNorm statistics and dropout frozen while tuning (the default,
-    see README for the measurement); ``"train"`` is the authors' code.
+    docs/method.md); ``"train"`` is the authors' code.
     ``eta``: regularizer weight η; the loss adds ``eta / N_c * ||m - 1||_1``.
     ``shrink`` (not in the paper; 0 = the paper's recipe) adds ``shrink * sum(m)`` for the first
     ``shrink_fraction`` of the steps: a pull of every mask toward its lower bound, so neurons the clean
@@ -102,7 +102,7 @@ class NFTConfig:
     the end (averaged or not) lost more than that against the original model, the last epoch's masks that
     did not are folded instead (``info["guard_reverted"]``). ``safety_guard`` (points, this project's option,
     exclusive with ``guard``) is the same safety net for every run, compatible with ``average``.
-    See README "NFT recipes" for the measurements.
+    See docs/method.md for the measurements.
     ``amp``: the loss under bfloat16 autocast (masks, regularizer and optimizer stay float32); ``"auto"``
     turns it on for a CPU run where oneDNN has native bfloat16 (AVX-512 BF16 or AMX; off on GPUs and other
     CPUs, where it was not measured), ``info["amp"]`` says which ran. Augmentation searches (the surrogate
@@ -110,7 +110,7 @@ class NFTConfig:
     ``channels_last`` (speed only, not the paper's): tune with the model's 4-D weights in PyTorch's
     channels-last memory layout. ``None`` (auto) turns it on for a CPU run of a model with a ``Conv2d``,
     where oneDNN's convolutions and max-pooling are faster in that layout (the digits default's 200 steps
-    and search, measured in README "Speed on the CPU"); the folded model is given back in the standard
+    and search, measured in docs/results/speed.md); the folded model is given back in the standard
     layout. The result can differ from ``False`` in the last float bits (another summation order). A model
     whose forward fails in that layout (``x.view(n, -1)`` on a feature map) falls back to the standard one
     under auto; ``info["channels_last"]`` says which ran.

@@ -2,8 +2,8 @@
 
 cuDNN computes an RNN's backward pass only in training mode (``RuntimeError: cudnn RNN backward can only be
 called in training mode``), yet NFT tunes its masks with the model in eval mode, and the surrogate trigger's
-search, PGD and the clean-label video attack all take input gradients of a model in eval mode. Found on an
-NVIDIA H200 (session 16): ``nft-video purify`` on CUDA crashed in the surrogate search's first backward.
+search, PGD and the clean-label video attack all take input gradients of a model in eval mode: without
+this, ``nft-video purify`` on CUDA stops in the surrogate search's first backward.
 
 Switching the module to training mode instead would be exact only without inter-layer dropout, so the fix here
 is the other one: such a forward runs PyTorch's own (non-cuDNN) RNN kernels, which differentiate in any mode
@@ -11,7 +11,7 @@ and compute the same function. Only ``torch.backends.cudnn.enabled`` is touched,
 and it is put back afterwards (also on an exception).
 
 Three ways in: a model's own forward calls :func:`rnn_forward`; NFT's RNN mask handler switches for the
-masked RNNs; and :func:`native_rnns` (session 17) does it for *every* RNN module of someone else's model
+masked RNNs; and :func:`native_rnns` does it for *every* RNN module of someone else's model
 while a defense runs — NFT and every baseline defense's ``purify`` are wrapped in it (:func:`rnn_safe`), as is
 :func:`~nft_core.augment.frozen_model` (the searches of PGD and the surrogate trigger).
 """

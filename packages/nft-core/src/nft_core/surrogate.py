@@ -1,5 +1,5 @@
 """The surrogate trigger: an NFT augmentation for classifiers of images or clips (this project's option,
-not in the NFT paper; README "NFT recipes"). Like PGD it needs the model being tuned: NFT calls
+not in the NFT paper; docs/method.md). Like PGD it needs the model being tuned: NFT calls
 ``bind(model, adapter)`` with its masked working copy before the first step."""
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class SurrogateTrigger:
     where it found the attacker's class and 52–86% where it did not), and the patch unless the kept L2
     trigger sends the batch to a different class (the patch search always reaches its target, so its
     share cannot tell). Every call appends one triggered copy of the first ``k`` samples per kept trigger
-    (patch, then L2). The two kinds miss different backdoors (README "The surrogate recipe": on digits the
+    (patch, then L2). The two kinds miss different backdoors (docs/results/ablations.md "The surrogate recipe's parts": on digits the
     patch search misses Blend, the L2 search Trojan). ``stats`` holds the patch's statistics, the L2's
     under an ``l2_`` prefix and ``used`` (``"patch+l2"``, ``"patch"`` or ``"l2"``).
 
@@ -91,7 +91,7 @@ class SurrogateTrigger:
     the fooling target only if its mask is smaller than ``rounds_margin`` × the first round's. On digits the
     one later round that found the backdoor had 0.42 × round 1's mask (Trojan, first models: 45.7 → 19.0
     pixels), the one that lost it 0.63 × (one-shot WaNet, retrained models: class 0 at 9.6 pixels → class 5 at
-    6.0; ASR 21.05, and 0.00 with round 1 kept); README "Two rounds".
+    6.0; ASR 21.05, and 0.00 with round 1 kept); docs/results/ablations.md "The round-2 margin".
 
     ``fallback_shrink`` (default 0: off; ``kind="both"`` only): when no trigger the searches can invert was
     found — the gate keeps the L2 trigger and the two searches point at different classes
@@ -107,11 +107,11 @@ class SurrogateTrigger:
     class 0 is the hardest to reach, 8% against 100% for classes 3 and 5). The shrink pull alone (0.02)
     removes it on 2 of 3 seeds, losing the attacker's class on the third (ACC 92.8); with clean copies of
     half the batch a pull of 0.025–0.03 removes it on all three at ACC drops ≤ 2.3, but 0.035 starts a
-    collapse (README "SIG: no trigger found"). With one image per class SIG's searches end "unresolved" (both
+    collapse (docs/results/ablations.md). With one image per class SIG's searches end "unresolved" (both
     rounds on natural classes, 23.4 and 23.5 pixels): NFT with round 1's patch left 87.3% ASR, the fallback 0.6.
     ``fallback_unresolved=True`` also holds where round 1's natural-class patch did remove the backdoor (BadNets
     at paper scale on the H200: class 7 at 18.6 pixels, round 2 class 4 at 257.6; ASR 1.7), and the fallback
-    there is not measured. ``fallback_unresolved="ambiguous"`` (session 14) fires only where round 1 did not win
+    there is not measured. ``fallback_unresolved="ambiguous"`` fires only where round 1 did not win
     by the margin either: the closest later round that reached the fooling target had at most
     ``1 / rounds_margin`` × round 1's mask (``stats["rounds_ratio"]``; SIG 1.00, one-shot WaNet 0.63, the H200
     BadNets 13.9). ``target_clean`` (default 0): that many extra unmixed copies of the batch's samples of the
@@ -120,7 +120,7 @@ class SurrogateTrigger:
     (``requested_guard``): if the folded masks lost more than that much validation accuracy, the last epoch's
     masks that did not are folded instead. Why: the searches disagree on clean models too; on a clean digits
     model (BadNets at 0% poison) the fallback fired on 1 of 3 NFT seeds and, unguarded, took ACC from 99.72
-    to 78.83 (README "SIG: no trigger found").
+    to 78.83 (docs/results/ablations.md "SIG: the no-trigger-found fallback").
 
     ``search="untargeted"`` (default) runs one search as above. ``search="per_class"`` (patch only) is Neural
     Cleanse's own procedure: one *targeted* patch search per class ``c`` (minimise the CE of class ``c`` on
@@ -141,7 +141,7 @@ class SurrogateTrigger:
     ``round(clean_fraction·B)`` samples with their true labels (λ = 1), after the triggered copies. The idea:
     the surrogate's ACC cost falls on the attacker's class (every triggered copy says "this evidence for that
     class is wrong"), and MixUp's mixed targets may hold that class less firmly than plain clean samples. Measured on the
-    retrained digits/Blend model (README "Blend and Trojan against the real trigger"): it moves the trade-off
+    retrained digits/Blend model (docs/results/ablations.md "Against the real trigger"): it moves the trade-off
     between ASR and clean accuracy (seed 1: 2.48 / 93.04 by default, 5.26 / 96.94 with 0.5), as a smaller
     ``fraction`` does, but less steeply (``fraction=0.5``: 6.81 / 95.82).
 
@@ -153,7 +153,7 @@ class SurrogateTrigger:
     ``"disjoint"``; ``apply(x, "disjoint")``). Why: the search keeps the *smallest* mask that flips the batch,
     and a real trigger often holds more than one such subset. On the retrained digits/Trojan model the patch
     took 17–23 of the trigger's 64 pixels and NFT left 3.4–6.8% ASR, while the real trigger removes it
-    (README "Blend and Trojan against the real trigger"); the disjoint search found a second 14.9–15.8-pixel
+    (docs/results/ablations.md "Against the real trigger"); the disjoint search found a second 14.9–15.8-pixel
     patch toward the same class, overlapping the first by under 0.1 pixel, and NFT with both ended at
     2.2–3.7% ASR. A class whose flip needs the first patch's pixels (a natural feature, or a trigger with no
     spare part) gets no second patch: barred from them, the search needs a larger mask than the ratio allows.
@@ -170,24 +170,23 @@ class SurrogateTrigger:
     re-search). The idea, from trigger-inversion-and-unlearning loops (BTI-DBF(U), Xu et al., ICLR 2024):
     what the masks leave of the backdoor may answer to other pixels than the first search found. Measured on
     the video default and on digits/Blend it kept nothing: against the masked model the patch search needed
-    3–17× the first mask (``packages/nft-video/README.md`` "Session 15", README "Blend seeds 1 and 2"), so it
+    3–17× the first mask (docs/results/video.md, docs/results/ablations.md), so it
     stays off by default.
 
-    ``shift`` (default 0, off; session 16): every appended patch is moved, per sample, by a random offset of
+    ``shift`` (default 0, off): every appended patch is moved, per sample, by a random offset of
     up to ``shift`` pixels on each axis (rolled, so a patch at an edge reappears at the other). A CNN answers
     to a trigger's pattern wherever it is, and on the video default the patch search can land off the
-    attacker's pixels (model 1: none of the first patch's 7.4 px on the trigger, ``packages/nft-video/
-    README.md`` "Session 15"); moving the found patch around teaches the masks to distrust its pattern at
+    attacker's pixels (model 1: none of the first patch's 7.4 px on the trigger, docs/results/video.md); moving the found patch around teaches the masks to distrust its pattern at
     the trigger's place too. Patch kinds only.
 
-    ``distill`` (default 0, off; session 17): the clean rows of every batch (the base augmentation's mixed
+    ``distill`` (default 0, off): the clean rows of every batch (the base augmentation's mixed
     clips or images and the unmixed clean copies; never the triggered copies) learn toward
     ``(1 − distill) ×`` their own targets ``+ distill ×`` the original model's softmax on the same input
     (knowledge distillation, Hinton et al., 2015). The original model is the reference NFT hands over before
     the first step (``wants_reference``, ``set_reference``); on MixUp's mixed inputs its prediction tells how
     the original model weighs the two classes, which a λ-weighted pair of hard labels does not. The idea: on a
     validation set of a few clips per class, a hard label constrains the tuned masks and biases little, and
-    issue 6's remaining misses are mostly clean-accuracy misses (the real-trigger oracle too loses 5 points).
+    the video default's misses are mostly clean-accuracy misses (the real-trigger oracle too loses 5 points).
 
     Shapes: ``x`` float (B, C, H, W) images or (B, T, C, H, W) clips in [0, 1] (for clips the patch — mask
     and pattern — is the same on every frame, like a static video trigger); ``y`` class ids (B,). Loss:

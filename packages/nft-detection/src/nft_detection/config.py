@@ -90,7 +90,7 @@ class DefenseConfig:
     configs) — kept apart from ``options`` so ``--defense anp`` does not receive an NFT-only key.
     ``loss`` / ``loss_options`` (multi-label family): the loss the defense optimises on the clean
     validation data — ``bce`` (default) or ``asl``, independent of ``train.loss``: on an ASL-trained
-    embedded default, NFT+ with BCE removed the backdoor and with ASL it did not (README)."""
+    embedded default, NFT+ with BCE removed the backdoor and with ASL it did not (docs/results/detection.md)."""
 
     name: str = "nft"
     recipe: str = "nft+"
@@ -156,7 +156,7 @@ def detector_config() -> DetectConfig:
     """The embedded default of ``nft-detect --family detector`` (also ``--cfg scenes_detector``): the same
     generated scenes at 64 px, :data:`~nft_detection.models.DEFAULT_DETECTOR` on the CPU-sized
     :class:`~nft_detection.models.TinyFPNBackbone`, box-level clean-image poisoning, NFT+ with detection
-    MixUp. Sized for two CPU cores (see README: the measured numbers). ``threads=1``: a tiny detector runs
+    MixUp. Sized for two CPU cores (measured numbers: docs/results/detection.md). ``threads=1``: a tiny detector runs
     hundreds of small ops per image; on a shared two-core CPU two OpenMP threads per op were measured ~37×
     slower than one (10 ms per training image with one thread)."""
     from .models import DEFAULT_DETECTOR

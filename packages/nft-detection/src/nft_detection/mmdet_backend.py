@@ -18,7 +18,7 @@ exactly as in mmdet's own test pipeline (:func:`mmdet_reference_predict` checks 
 
 mmdet needs mmcv 2.x with compiled ops, which PyPI does not ship for torch 2.14: ``bash
 scripts/install_mmdet.sh`` builds mmcv 2.1.0 (C++20) and installs mmdet 3.3.0 (measured cost in the
-README). Without it, an ``mmdet:`` spec fails with one line naming the script.
+docs/tasks/detection.md). Without it, an ``mmdet:`` spec fails with one line naming the script.
 
 Checkpoints: mmdet's ``.pth`` (``{"state_dict": …, "meta": …}``) loads with ``torch.load(weights_only=True)``
 when it holds only tensors and plain values; training checkpoints with optimizer/message-hub objects need

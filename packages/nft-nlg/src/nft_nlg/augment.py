@@ -137,7 +137,7 @@ def _pad_cat(a: Tensor, b: Tensor) -> Tensor:
 
 
 class SurrogateToken:
-    """The surrogate trigger for text (this project's option, not the NFT paper's; README of nft-nlg): before
+    """The surrogate trigger for text (this project's option, not the NFT paper's; docs/method.md): before
     the first NFT step, every vocabulary token is inserted once at a random position into the sources of
     the first validation batch, against the original model (NFT binds its masked copy with every mask at
     1); the ``top_k`` tokens that raise the teacher-forced loss of the *true* targets most are kept. Every

@@ -78,7 +78,7 @@ class TrainConfig:
     warmup: int = 100
 
 
-#: NFT settings for text, measured on the embedded default (README "NFT on text"): NFT+'s shrink 0.02
+#: NFT settings for text, measured on the embedded default (docs/method.md "The surrogate token"): NFT+'s shrink 0.02
 #: collapsed every mask within 5 epochs (BLEU 90 -> 1); 0.002 for the first half of the steps with a guard
 #: that lets the clean validation BLEU fall by up to 3 points. 8 epochs with the default surrogate-token
 #: augmentation (ASR 100 -> 0 on seeds 0/1/2, BLEU -0.05/-1.24/-2.17); the paper's word deletion needs
@@ -132,7 +132,7 @@ class AugmentationConfig:
     paper's) scans the vocabulary once for the tokens whose insertion changes the model's output most and
     appends copies of each batch with one of them inserted and the true targets, on top of word deletion;
     its options: ``top_k``, ``fraction``, ``max_candidates``, ``base`` (word_deletion | synonym | none) and
-    ``base_options``. It is the default because it was measured best (README "NFT on text")."""
+    ``base_options``. It is the default because it was measured best (docs/method.md "The surrogate token")."""
 
     name: str = "surrogate"
     options: dict = field(default_factory=dict)

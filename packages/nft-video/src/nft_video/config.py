@@ -74,16 +74,15 @@ class TrainConfig:
     jitter: int = 0
 
 
-#: This project's video recipe (session 14; packages/nft-video/README.md, "The default since session 14"):
+#: This project's video recipe (docs/method.md, measurements in docs/results/video.md):
 #: the paper's NFT with every masked layer's bias tuned (``tune_bias=True``: BatchNorm's beta and the LSTM/classifier
 #: biases; with only the output bias even the attack's real trigger cost 8.3 ACC points on the generated
 #: clips, with all of them 5.0), mask averaging over the last 30% of the steps, and 120 epochs.
 VIDEO_RECIPES = {"surrogate": {"tune_bias": True, "average": 0.3, "epochs": 120}}
 
 #: What ``augmentation.name="auto"`` means under ``defense.recipe="surrogate"``: Neural Cleanse's per-class
-#: patch search (200 steps per class; the untargeted search never found the clips' target class), a second,
-#: disjoint patch toward the winning class (up to three since session 15, each barred from the earlier patches'
-#: pixels), and unmixed clean copies of half the batch, on top of video MixUp.
+#: patch search (200 steps per class; the untargeted search never found the clips' target class), up to three
+#: disjoint patches toward the winning class (each barred from the earlier patches' pixels), and unmixed clean copies of half the batch, on top of video MixUp.
 SURROGATE_AUGMENTATION = {"search": "per_class", "steps": 200, "disjoint": "alone", "disjoint_count": 3,
                           "clean_fraction": 0.5}
 
@@ -91,7 +90,7 @@ SURROGATE_AUGMENTATION = {"search": "per_class", "steps": 200, "disjoint": "alon
 @dataclass
 class DefenseConfig:
     """``name``: nft or a baseline from nft_core; ``options`` go to it. ``recipe`` (NFT only): ``surrogate``
-    (the default since session 14: ``VIDEO_RECIPES``, with the surrogate trigger under
+    (the default: ``VIDEO_RECIPES``, with the surrogate trigger under
     ``augmentation.name=auto``), ``nft+`` (``NFT_PLUS``: shrink + guard, with mixup) or ``paper`` (the
     paper's NFT, with mixup)."""
 
@@ -108,7 +107,7 @@ class AugmentationConfig:
     """NFT's augmentation: auto (the default: the surrogate trigger with ``SURROGATE_AUGMENTATION`` under
     ``defense.recipe=surrogate``, ``options`` merged over it; mixup under ``nft+`` and ``paper``) | mixup (one
     λ for every frame) | cutmix | surrogate (a searched static trigger on top of mixup; this project's
-    option, README "NFT recipes") | none; ``jitter`` > 0 adds temporal jitter before it; ``options`` go to
+    option, docs/method.md) | none; ``jitter`` > 0 adds temporal jitter before it; ``options`` go to
     the chosen augmentation (e.g. ``alpha``, ``per_clip``)."""
 
     name: str = "auto"

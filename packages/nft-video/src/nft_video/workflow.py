@@ -138,7 +138,7 @@ def build_augmentation(cfg: VideoConfig, recipe: str | None = None):
     from .augment import Compose, TemporalJitter, VideoCutMix, VideoMixUp
     from .config import SURROGATE_AUGMENTATION
 
-    def surrogate(**options):  # this project's option (README "NFT recipes"), on top of video MixUp
+    def surrogate(**options):  # this project's option (docs/method.md), on top of video MixUp
         return SurrogateTrigger(base=VideoMixUp(), **options)
 
     table = {"mixup": VideoMixUp, "cutmix": VideoCutMix, "surrogate": surrogate, "none": NoAugmentation}

@@ -1,5 +1,5 @@
 """Model-dependent NFT augmentations: PGD adversarial examples ("NFT-Adv" of the NFT paper's Table 15) and
-the surrogate trigger (this project's option, not in the paper; README "NFT recipes").
+the surrogate trigger (this project's option, not in the paper; docs/method.md).
 
 Unlike the other augmentations, these need the model being tuned. :class:`~nft_core.nft.NFT` calls
 ``augmentation.bind(model, adapter)`` once before its training loop when the augmentation has a ``bind``

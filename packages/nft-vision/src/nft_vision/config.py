@@ -107,14 +107,12 @@ class TrainConfig:
 VISION_RECIPES = {"surrogate": {"tune_bias": "last", "average": 0.3, "safety_guard": 3.0}}
 
 #: What ``augmentation.name="auto"`` means under ``defense.recipe="surrogate"``: both surrogate searches,
-#: gated, with a 99% fooling target and two rounds of the patch search (README "The surrogate recipe"),
-#: and where the patch is the only trigger kept a second, disjoint patch toward its class (README "A second,
-#: disjoint patch"); since session 13 a later round must have under half round 1's mask (``rounds_margin``), and
-#: where the two searches point at different classes with the L2 trigger kept, no triggered copies but a shrink
-#: pull and clean copies, with NFT's guard as a safety net (``fallback_shrink``, ``fallback_clean_fraction``,
-#: ``fallback_guard``; README "SIG: no trigger found"); since session 14 the same fallback where the two patch
-#: rounds ran and neither won by the margin (``fallback_unresolved="ambiguous"``, README "SIG: no trigger found").
-#: Under ``nft+``/``paper`` it means mixup.
+#: gated, with a 99% fooling target and two rounds of the patch search, a later round winning only with under
+#: half round 1's mask (``rounds_margin``); where the patch is the only trigger kept, a second, disjoint patch
+#: toward its class. Where no trigger is found (the two searches point at different classes with the L2
+#: trigger kept, or the two patch rounds ran and neither won by the margin: ``fallback_unresolved``), no
+#: triggered copies but a shrink pull and clean copies, with NFT's guard as a safety net (``fallback_shrink``,
+#: ``fallback_clean_fraction``, ``fallback_guard``). See docs/method.md. Under ``nft+``/``paper`` it means mixup.
 SURROGATE_AUGMENTATION = {"kind": "both", "fooling_target": 0.99, "rounds": 2, "disjoint": "alone",
                           "rounds_margin": 0.5, "fallback_shrink": 0.03, "fallback_clean_fraction": 0.5,
                           "fallback_guard": 3.0, "fallback_unresolved": "ambiguous"}
@@ -143,7 +141,7 @@ class AugmentationConfig:
     surrogate trigger with ``SURROGATE_AUGMENTATION`` under ``surrogate`` (``options`` merged over it), mixup
     under ``nft+`` and ``paper`` (the paper's augmentation). The defaults of augmix, randaugment and pgd are the
     NFT paper's Table 15 settings; ``surrogate`` (:class:`~nft_vision.augment_adv.SurrogateTrigger`) is this
-    project's option, not the paper's (README "NFT recipes")."""
+    project's option, not the paper's (docs/method.md)."""
 
     name: str = "auto"
     options: dict = field(default_factory=dict)

@@ -10,8 +10,9 @@ random bar, plus pixel noise. The class is the shape family alone:
 
 Ambiguity comes from scale, stretch, clutter and noise (a small checkered square looks like a square, a
 stretched disk like an ellipse, a disk beside the blob like two dots, low contrast hides the shape), so a
-small CNN learns it but stays well below 100% in a few epochs (numbers in the README). Everything is vectorized torch on the CPU (shapes as signed distances in each image's own
-rotated and scaled coordinates, anti-aliased over one pixel), generated in chunks, and is a deterministic
+small CNN learns it but stays well below 100% in a few epochs (numbers in docs/results/paper-scale.md).
+Everything is vectorized torch on the CPU (shapes as signed distances in each image's own rotated and scaled
+coordinates, anti-aliased over one pixel), generated in chunks, and is a deterministic
 function of ``(seed, split, n, size)``: the train and test splits come from separate generators, so
 changing ``n_train`` does not change the test set. Labels are exactly balanced (counts differ by at most
 one) and shuffled.

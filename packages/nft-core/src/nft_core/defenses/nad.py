@@ -18,7 +18,7 @@ The features are hooked by module name (``layers=``); by default one per residua
 ``len(betas)`` spatial resolutions (post-normalization/activation), the groups' outputs in a ResNet.
 For 2-D features ``(B, D)`` the attention is ``|F|^p`` itself. Tests shrink epochs and lr.
 
-Measured at the paper's scale with 1% validation data (500 images; README "Paper scale again"), the paper's
+Measured at the paper's scale with 1% validation data (500 images; docs/results/paper-scale.md), the paper's
 lr 0.1 still collapses the model (ACC 10–16%), while ``lr=0.01, teacher_lr=0.01`` (BackdoorBench's lr) removes
 BadNets and Blend at about 2 points of ACC; on the digits default (143 images) it is the reverse (lr 0.01 leaves
 the backdoors, lr 0.1 removes most at 24–47 points). The constructor keeps the paper's value.

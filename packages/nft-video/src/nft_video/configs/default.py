@@ -1,7 +1,7 @@
 # Embedded default: generated action clips (6 motion classes, 40 clips each, 32x32, 40 frames -> one in
 # five -> 8-frame clips) written as mpeg4 .avi in the UCF-101 layout and read back through the loader;
 # small CNN+LSTM backdoored with a static patch on every frame (10% poison, target 0); NFT with this
-# project's video recipe (session 14): every masked bias tuned, mask averaging, 120 epochs, and the per-class
+# project's video recipe: every masked bias tuned, mask averaging, 120 epochs, and the per-class
 # surrogate trigger on top of video MixUp (nft_video.config.VIDEO_RECIPES, SURROGATE_AUGMENTATION).
 # Every key is documented in nft_video.config.VideoConfig.
 data = dict(name="synthetic", frame_step=5, clip_len=8, image_size=32, val_ratio=0.1, synthetic_clips=40)

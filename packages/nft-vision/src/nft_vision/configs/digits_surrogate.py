@@ -1,5 +1,5 @@
 # The embedded default (digits, BadNets, small CNN) purified with the surrogate-trigger recipe instead of
-# NFT+ (README "The surrogate recipe"; this project's, not the paper's): the paper's NFT plus
+# NFT+ (docs/results/ablations.md "The surrogate recipe's parts"; this project's, not the paper's): the paper's NFT plus
 #  - a surrogate trigger searched on the clean validation data (the smallest patch that flips 99% of the
 #    images it can flip), appended with their true labels to every MixUp batch;
 #  - the output layer's bias tuned with the masks (gives back the prior the surrogate takes from the

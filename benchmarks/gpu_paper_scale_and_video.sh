@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# One call on a lent GPU machine (session 16), two jobs side by side on the one GPU:
+# One call on a lent GPU machine, two jobs side by side on the one GPU:
 #   1. paper scale (procedural CIFAR-scale set, PreActResNet-18; benchmarks/paper_scale_variants.py): vision's
-#      current default NFT recipe (sessions 13-15: safety guard, round-2 margin, disjoint patch, fallbacks),
+#      default NFT recipe (safety guard, round-2 margin, disjoint patch, fallbacks),
 #      the same with kind='patch', FT-SAM and NAD at lr 0.01, on BadNets, Blend and WaNet;
 #   2. the video default through the CLI on CUDA (`python3 -m nft_video.cli purify`): the patch attack with
 #      seeds 0-3, then Blend and the clean-label attack (seed 0).
 # Each job stops at LIMIT seconds; what finished is packed into $OUT/results.tgz. VISION=0 skips job 1;
 # GPU_TESTS=1 first runs the tests marked `gpu` (tests/video/test_rnn_cuda.py, tests/core/test_rnn_defenses.py) on the device.
 #
-#   run on the device:  bash benchmarks/device_session16.sh          (carry .whl: PyAV + mmengine wheels)
-#   CPU plumbing check (starts both jobs, stops them at LIMIT): uv run env DEVICE=cpu LIMIT=60 QUICK=--quick OUT=/tmp/s16-out bash benchmarks/device_session16.sh
+#   run on the device:  bash benchmarks/gpu_paper_scale_and_video.sh          (carry .whl: PyAV + mmengine wheels)
+#   CPU plumbing check (starts both jobs, stops them at LIMIT): uv run env DEVICE=cpu LIMIT=60 QUICK=--quick OUT=/tmp/s16-out bash benchmarks/gpu_paper_scale_and_video.sh
 set -u
 PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}

@@ -1,8 +1,9 @@
 """The shared ``purify`` pipeline every task CLI ends with.
 
-model + validation data + evaluation data + adapter + defense -> purify (validation data only) -> evaluate
-the model before and after on the evaluation data -> a run directory (written atomically) holding ``purified.safetensors``, ``masks.safetensors``,
-``report.json``, ``report.md``, ``mask_heatmap.png``, ``history.png`` and ``config.resolved.py``.
+model + validation data + evaluation data + adapter + defense -> purify (validation data only) ->
+evaluate the model before and after on the evaluation data -> a run directory (written atomically) holding
+``purified.safetensors``, ``masks.safetensors``, ``report.json``, ``report.md``, ``mask_heatmap.png``,
+``history.png`` and ``config.resolved.py``.
 """
 
 from __future__ import annotations

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from nft_core.defenses import DEFENSES
 from nft_core.nft import NFT_PLUS
 
 
@@ -99,17 +101,10 @@ class DefenseConfig:
     options: dict = field(default_factory=lambda: dict(NLG_NFT_OPTIONS))
 
     def resolved_options(self) -> dict:
-        if self.name != "nft":  # NFT-only settings of the defaults do not go to a baseline
-            nft_only = ("shrink", "shrink_fraction", "guard")
-            import inspect
-
-            from nft_core.defenses import DEFENSES
-
-            opts = {k: v for k, v in self.options.items() if not (k in nft_only and v == NLG_NFT_OPTIONS[k])}
+        if self.name != "nft":  # a baseline gets the NFT defaults only where it has such a parameter
             takes = inspect.signature(DEFENSES[self.name]).parameters if self.name in DEFENSES else {}
-            for k in ("epochs", "batch_size"):  # the NFT defaults' budget keys, for the baselines that have them
-                if opts.get(k) == NLG_NFT_OPTIONS[k] and k not in takes:
-                    del opts[k]
+            opts = {k: v for k, v in self.options.items()
+                    if not (k in NLG_NFT_OPTIONS and v == NLG_NFT_OPTIONS[k] and k not in takes)}
             if opts.get("epochs") == NLG_NFT_OPTIONS["epochs"]:
                 opts["epochs"] = NLG_BASELINE_EPOCHS
             return opts

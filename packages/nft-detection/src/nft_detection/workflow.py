@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ from nft_core.augment import build_from_table
 from nft_core.checkpoint import atomic_write, load_checkpoint_into, save_model
 from nft_core.errors import ConfigError, DataError, NFTInputError
 from nft_core.init import seeded_init_
+from nft_core.task import cache_root as task_cache_root
+from nft_core.task import resolve_device
 
 from .adapters import MultiLabelAdapter
 from .attacks import CleanImageBackdoor
@@ -36,16 +37,8 @@ __all__ = ["BackdoorRun", "load_records", "load_dataset", "backdoor", "build_att
            "resolve_device", "cache_root", "multilabel_adapter"]
 
 
-def resolve_device(device: str | None) -> torch.device:
-    if device:
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise NFTInputError(f"device {device!r} requested but CUDA is not available")
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def cache_root(cfg: DetectConfig) -> Path:
-    return Path(cfg.cache_dir or os.environ.get("NFT_CACHE_DIR") or Path.home() / ".cache" / "nft") / "detection"
+    return task_cache_root("detection", cfg.cache_dir)
 
 
 def _sets(value, key: str) -> list[tuple[str | None, str]]:

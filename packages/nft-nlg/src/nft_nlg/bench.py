@@ -8,9 +8,8 @@ from pathlib import Path
 from nft_core.bench import run_cells, write_results
 from nft_core.pipeline import build_defense
 
-from .cli import _nft_model_options
 from .config import NLGConfig
-from .workflow import backdoor, build_augmentation, resolve_device
+from .workflow import backdoor, build_augmentation, nft_model_options, resolve_device
 
 
 def run_grid(cfg: NLGConfig, out: Path, progress: bool = False) -> str:
@@ -31,7 +30,7 @@ def run_grid(cfg: NLGConfig, out: Path, progress: bool = False) -> str:
             opts = dict(cfg.bench.defense_options.get(name, {}))
             if name == "nft":
                 opts = {**cfg.defense.resolved_options(), **opts, "seed": cfg.seed, "device": str(device)}
-                opts.update(_nft_model_options(vocabs["model"], opts))
+                opts.update(nft_model_options(vocabs["model"], opts))
             return build_defense(name, opts, build_augmentation(cfg, vocabs["last"]))
 
         return make

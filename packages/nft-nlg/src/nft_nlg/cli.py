@@ -24,7 +24,7 @@ from nft_core.runs import run_directory
 from nft_core.task_cli import TaskCLI
 
 from .config import NLGConfig
-from .workflow import backdoor, build_augmentation, load_user_inputs, resolve_device
+from .workflow import backdoor, build_augmentation, load_user_inputs, nft_model_options, resolve_device
 
 log = logging.getLogger("nft")
 
@@ -94,7 +94,7 @@ class NLGCLI(TaskCLI):
             else:
                 run.vocab.tokenizer.save(str(p))
 
-        nft_opts = _nft_model_options(run.model, cfg.defense.resolved_options()) if cfg.defense.name == "nft" else {}
+        nft_opts = nft_model_options(run.model, cfg.defense.resolved_options()) if cfg.defense.name == "nft" else {}
         _, text = self.purify_run(cfg, args, task="nlg", run=run, attack_name=attack_name, adapter=run.adapter,
                                   augmentation=build_augmentation(cfg, run.vocab), device=device, unit="pairs",
                                   note=f", augmentation {cfg.augmentation.name}", defense_options=nft_opts,
@@ -119,17 +119,6 @@ class NLGCLI(TaskCLI):
         out = Path(args.out or "runs/nlg-bench")
         print(run_grid(cfg, out, progress=not args.quiet))
         return 0
-
-
-def _nft_model_options(model, options) -> dict:
-    """HF models share embedding tensors (encoder/decoder, tied LM head): keep those out of NFT's masks."""
-    from .fairseq_backend import FairseqSeq2Seq
-    from .models import HFSeq2Seq, shared_weight_modules
-
-    if isinstance(model, (HFSeq2Seq, FairseqSeq2Seq)) and "exclude" not in options:
-        tied = shared_weight_modules(model)
-        return {"exclude": tied} if tied else {}
-    return {}
 
 
 #: ``--cfg-options`` that shrink the embedded default to seconds (``nft matrix --quick``, CI smoke runs).

@@ -19,6 +19,8 @@ from nft_core import EvalData
 from nft_core.checkpoint import atomic_write, load_checkpoint_into, save_model
 from nft_core.errors import DataError, NFTInputError
 from nft_core.init import seeded_init_
+from nft_core.task import cache_root as task_cache_root
+from nft_core.task import resolve_device
 
 from .adapter import Seq2SeqAdapter
 from .attacks import ATTACKS
@@ -41,16 +43,19 @@ __all__ = ["NLGRun", "backdoor", "load_corpus", "build_attack", "build_augmentat
            "train_seq2seq", "load_user_inputs", "cache_root"]
 
 
-def resolve_device(device: str | None) -> torch.device:
-    if device:
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise NFTInputError(f"device {device!r} requested but CUDA is not available")
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def nft_model_options(model, options) -> dict:
+    """HF models share embedding tensors (encoder/decoder, tied LM head): keep those out of NFT's masks."""
+    from .fairseq_backend import FairseqSeq2Seq
+    from .models import HFSeq2Seq, shared_weight_modules
+
+    if isinstance(model, (HFSeq2Seq, FairseqSeq2Seq)) and "exclude" not in options:
+        tied = shared_weight_modules(model)
+        return {"exclude": tied} if tied else {}
+    return {}
 
 
 def cache_root(cfg: NLGConfig) -> Path:
-    return Path(cfg.cache_dir or os.environ.get("NFT_CACHE_DIR") or Path.home() / ".cache" / "nft") / "nlg"
+    return task_cache_root("nlg", cfg.cache_dir)
 
 
 def _cap(pairs, n: int):

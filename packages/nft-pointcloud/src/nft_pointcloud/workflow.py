@@ -20,6 +20,8 @@ from nft_core.checkpoint import atomic_write, load_checkpoint_into, save_model, 
 from nft_core.data import stratified_split
 from nft_core.errors import DataError, NFTInputError
 from nft_core.init import seeded_init_
+from nft_core.task import cache_root as task_cache_root
+from nft_core.task import resolve_device
 
 from .attacks import ATTACKS
 from .config import PointCloudConfig
@@ -38,16 +40,8 @@ class PointCloudAdapter(ClassificationAdapter):
     clean_metric = "acc"
 
 
-def resolve_device(device: str | None) -> torch.device:
-    if device:
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise NFTInputError(f"device {device!r} requested but CUDA is not available")
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def cache_root(cfg: PointCloudConfig) -> Path:
-    return Path(cfg.cache_dir or os.environ.get("NFT_CACHE_DIR") or Path.home() / ".cache" / "nft") / "pointcloud"
+    return task_cache_root("pointcloud", cfg.cache_dir)
 
 
 def load_dataset(cfg: PointCloudConfig) -> tuple[TensorData, TensorData, int]:

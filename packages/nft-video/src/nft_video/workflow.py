@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ from nft_core.checkpoint import atomic_write, load_checkpoint_into, save_model, 
 from nft_core.data import stratified_split
 from nft_core.errors import DataError, NFTInputError
 from nft_core.init import seeded_init_
+from nft_core.task import cache_root as task_cache_root
+from nft_core.task import resolve_device
 
 from .attacks import ATTACKS
 from .config import VideoConfig
@@ -31,16 +32,8 @@ __all__ = ["BackdoorRun", "backdoor", "load_dataset", "load_user_inputs", "build
            "cache_root"]
 
 
-def resolve_device(device: str | None) -> torch.device:
-    if device:
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise NFTInputError(f"device {device!r} requested but CUDA is not available")
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def cache_root(cfg: VideoConfig) -> Path:
-    return Path(cfg.cache_dir or os.environ.get("NFT_CACHE_DIR") or Path.home() / ".cache" / "nft") / "video"
+    return task_cache_root("video", cfg.cache_dir)
 
 
 def synthetic_root(cfg: VideoConfig) -> Path:

@@ -22,6 +22,8 @@ from nft_core.distributed import is_main
 from nft_core.errors import DataError, NFTInputError
 from nft_core.init import seeded_init_
 from nft_core.surrogate import merge_surrogate_options
+from nft_core.task import cache_root as task_cache_root
+from nft_core.task import resolve_device
 
 from .attacks import ATTACKS
 from .augment import AugMix, CutMix, CutOut, RandAugment
@@ -43,14 +45,6 @@ from .train import train_classifier
 log = logging.getLogger("nft")
 
 __all__ = ["BackdoorRun", "backdoor", "load_dataset", "load_user_inputs", "build_augmentation", "resolve_device"]
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device:
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise NFTInputError(f"device {device!r} requested but CUDA is not available")
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def load_eval_file(path: str | os.PathLike, size: int) -> TensorData:
@@ -162,7 +156,7 @@ def _split(cfg: VisionConfig, train: TensorData) -> tuple[TensorData, TensorData
 
 
 def cache_root(cfg: VisionConfig) -> Path:
-    return Path(cfg.cache_dir or os.environ.get("NFT_CACHE_DIR") or Path.home() / ".cache" / "nft") / "vision"
+    return task_cache_root("vision", cfg.cache_dir)
 
 
 def backdoor(cfg: VisionConfig, *, attack_name: str | None = None, device=None, use_cache: bool = True,
